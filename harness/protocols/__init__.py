@@ -1,0 +1,1 @@
+"""Pure codecs (no I/O) shared by the simulators and the drivers."""
