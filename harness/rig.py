@@ -471,9 +471,7 @@ def _sim(t: _Table, rig: RigInfo, psu: PsuConfig | None) -> SimConfig:
 
 def _host_rule(h: _Table, value: Any, index: int) -> HostRule:
     if not isinstance(value, dict):
-        raise h.fail(
-            f"rules[{index}]", 'must be a table like { amount = 5100, response = "51" }'
-        )
+        raise h.fail(f"rules[{index}]", 'must be a table like { amount = 5100, response = "51" }')
     r = _Table(h.path, f"{h.name}.rules[{index}]", value)
     rule = HostRule(
         amount=r.integer("amount", None, low=1, high=999_999_999_999),

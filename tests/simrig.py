@@ -26,16 +26,14 @@ def make_sim_rig(tmp_path: Path, replace: dict[str, str] | None = None) -> Path:
     `replace` maps exact snippets of rigs/sim.toml to their replacement (e.g. a firmware profile).
     """
     text = SIM_RIG.read_text(encoding="utf-8")
-    ports = {port: str(free_port()) for port in FIXED_PORTS}
-    text = re.sub(
-        r"(?<=[:])(" + "|".join(FIXED_PORTS) + r")\b", lambda m: ports[m.group(1)], text
-    )
-    state_dir = tmp_path / "state"
-    text = text.replace('state_dir = ".hil/sim"', f'state_dir = "{state_dir}"')
     for old, new in (replace or {}).items():
         if old not in text:
             raise AssertionError(f"{old!r} is not in rigs/sim.toml")
         text = text.replace(old, new)
+    ports = {port: str(free_port()) for port in FIXED_PORTS}
+    text = re.sub(r"(?<=[:])(" + "|".join(FIXED_PORTS) + r")\b", lambda m: ports[m.group(1)], text)
+    state_dir = tmp_path / "state"
+    text = text.replace('state_dir = ".hil/sim"', f'state_dir = "{state_dir}"')
     path = tmp_path / "rig.toml"
     path.write_text(text, encoding="utf-8")
     return path

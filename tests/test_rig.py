@@ -44,10 +44,16 @@ def test_shipped_sim_rig_loads_with_documented_ports() -> None:
         (("recovery_s = 30", "recovery_s = -1"), "rig.recovery_s", "1 to 3600"),
         (("recovery_s = 30", 'recovery_s = "x"'), "rig.recovery_s", "number"),
         (("timeout_s = 30", "timout_s = 30"), "terminal.timout_s", "timeout_s"),
-        (("volts = 12.0, amps = 2.0", "volts = 14.0, amps = 2.0"), "psu.outputs.terminal.volts",
-         "max_volts"),
-        (('{ amount = 5100, response = "51" }', '{ amount = 5100, response = "99" }'),
-         "sim.host.rules[0].response", "00, 05, 51, 91, 96"),
+        (
+            ("volts = 12.0, amps = 2.0", "volts = 14.0, amps = 2.0"),
+            "psu.outputs.terminal.volts",
+            "max_volts",
+        ),
+        (
+            ('{ amount = 5100, response = "51" }', '{ amount = 5100, response = "99" }'),
+            "sim.host.rules[0].response",
+            "00, 05, 51, 91, 96",
+        ),
     ],
 )
 def test_a_bad_key_is_named_with_what_is_allowed(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from harness.protocols.cards import mask_pan
 
@@ -103,6 +103,11 @@ class ReversalResult:
     detail: str
 
 
+class TerminalError(Exception):
+    """The terminal gave no definite answer to a command whose result cannot say "unknown"."""
+
+
+@runtime_checkable
 class Terminal(Protocol):
     """The ECR's side of a payment terminal (ZVT today; nexo or vendor SDKs by entry point)."""
 

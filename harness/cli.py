@@ -1,0 +1,84 @@
+"""The `hil` command: run the simulated bench and the harness's jobs from a shell.
+
+Errors a user can fix (a bad rig file, a busy port) are printed as one clear message with exit
+code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from harness.rig import RigError, load_rig
+
+DEFAULT_RIG = Path("rigs/sim.toml")
+
+
+def _sim_up(args: argparse.Namespace) -> int:
+    from harness.sim.launcher import SimBench
+
+    rig = load_rig(args.rig)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    bench = SimBench(rig, fresh=args.fresh)
+    try:
+        endpoints = bench.start()
+        print("ready", flush=True)
+        for line in endpoints.lines():
+            print(f"  {line}", flush=True)
+        stop.wait()
+        print("stopping", flush=True)
+    finally:
+        bench.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from harness.demo import run_demo
+
+    return run_demo(load_rig(args.rig), amount=args.amount)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hil", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("sim", help="the simulated bench")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    up = sim_sub.add_parser("up", help="start the simulated bench in the foreground")
+    up.add_argument("--rig", type=Path, default=DEFAULT_RIG)
+    up.add_argument("--fresh", action="store_true", help="wipe the bench's state dir first")
+    up.set_defaults(func=_sim_up)
+
+    demo = sub.add_parser("demo", help="start the sim bench and run one sale end to end")
+    demo.add_argument("--rig", type=Path, default=DEFAULT_RIG)
+    demo.add_argument("--amount", type=int, default=1234, help="minor units (default 1234)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except RigError as exc:
+        print(f"hil: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # BenchStartError, busy ports, missing devices
+        print(f"hil: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
