@@ -16,7 +16,8 @@ run: $(STAMP)
 	$(BIN)/hil demo --rig rigs/sim.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint
