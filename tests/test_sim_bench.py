@@ -10,80 +10,45 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-import pyvisa
 
-from harness.drivers.cards import SimCardSlot
-from harness.drivers.host import SimLedger
-from harness.drivers.interfaces import Card, Outcome, SaleResult, TerminalError
-from harness.drivers.terminal_zvt import ZvtTerminal
-from harness.protocols.cards import with_luhn
+from harness.drivers.interfaces import Outcome, SaleResult
 from harness.rig import Rig, load_rig
 from harness.sim.launcher import SimBench
 from harness.sim.paper_roll import read_roll
+from tests.benchutil import (
+    CARD,
+    bench_rig,
+    card_slot,
+    ledger,
+    psu_session,
+    repeat_when_up,
+    running_bench,
+    serial_terminal,
+    wait_for,
+)
 from tests.simrig import make_sim_rig
-
-CARD = Card(with_luhn("476173" + "123456789"))
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    """Poll a device's real answer until it says yes (there is no event to await)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Rig:
-    path = make_sim_rig(
-        tmp_path,
-        {
-            "timeout_s = 30": "timeout_s = 8",
-            "{ amount = 7900, silent = true },": "{ amount = 7900, silent = true },\n"
-            "  { amount = 4242, delay_ms = 1500 },",
-        },
-    )
-    return load_rig(path)
+    return bench_rig(tmp_path)
 
 
 @pytest.fixture
 def bench(rig: Rig) -> Iterator[SimBench]:
-    with SimBench(rig, fresh=True) as running:
+    with running_bench(rig) as running:
         yield running
-
-
-def serial_terminal(rig: Rig, bench: SimBench) -> ZvtTerminal:
-    assert bench.endpoints is not None
-    return ZvtTerminal(
-        str(bench.endpoints.terminal_serial),
-        tid=rig.terminal.tid,
-        password=rig.terminal.password,
-        currency=rig.terminal.currency,
-        timeout_s=rig.terminal.timeout_s,
-        log_path=bench.state_dir / "logs" / "ecr-link.log",
-    )
-
-
-def ledger(rig: Rig) -> SimLedger:
-    assert rig.sim is not None
-    return SimLedger(f"http://{rig.sim.host.ledger_listen}")
 
 
 def test_sale_over_the_serial_line_is_recorded_by_host_journal_and_paper(
     rig: Rig, bench: SimBench
 ) -> None:
     assert rig.sim is not None and bench.endpoints is not None
-    SimCardSlot(rig.sim.state_dir, rig.rig.card_bins).present(CARD)
+    card_slot(rig).present(CARD)
     terminal = serial_terminal(rig, bench)
     try:
         terminal.register()
@@ -111,11 +76,18 @@ def test_sale_over_the_serial_line_is_recorded_by_host_journal_and_paper(
         assert CARD.pan not in receipt.text and CARD.masked in receipt.text
     log_text = (bench.state_dir / "logs" / "ecr-link.log").read_text()
     assert log_text and CARD.pan not in log_text
+    card_slot(rig).remove()  # the physical card leaves the slot; nothing else may hold its number
+    leaks = [
+        str(path)
+        for path in bench.state_dir.rglob("*")
+        if path.is_file() and CARD.pan.encode() in path.read_bytes()
+    ]
+    assert leaks == [], f"full card number found in {leaks}"
 
 
 def test_declined_sale_is_not_paid_everywhere(rig: Rig, bench: SimBench) -> None:
     assert rig.sim is not None and bench.endpoints is not None
-    SimCardSlot(rig.sim.state_dir, rig.rig.card_bins).present(CARD)
+    card_slot(rig).present(CARD)
     terminal = serial_terminal(rig, bench)
     try:
         result = terminal.sale("order-51", 5100)
@@ -134,7 +106,7 @@ def test_power_cut_after_the_request_reached_the_host_is_resolved_after_boot(
 ) -> None:
     """Cut the terminal's power once the host has captured (the answer is 1.5 s late)."""
     assert rig.sim is not None and rig.psu is not None and bench.endpoints is not None
-    SimCardSlot(rig.sim.state_dir, rig.rig.card_bins).present(CARD)
+    card_slot(rig).present(CARD)
     terminal = serial_terminal(rig, bench)
     results: list[SaleResult] = []
     sale = threading.Thread(target=lambda: results.append(terminal.sale("order-cut", 4242)))
@@ -144,9 +116,7 @@ def test_power_cut_after_the_request_reached_the_host_is_resolved_after_boot(
         "the host to capture the sale",
         lambda: [e for e in host.entries() if e.amount == 4242 and e.captured],
     )
-    psu = pyvisa.ResourceManager("@py").open_resource(
-        rig.psu.resource, read_termination="\n", write_termination="\n", timeout=3000
-    )
+    psu = psu_session(rig)
     try:
         psu.write(":OUTP CH1,OFF")  # the instant the test chose: request at the host, no answer
         assert psu.query(":OUTP? CH1").strip() == "OFF"
@@ -162,7 +132,7 @@ def test_power_cut_after_the_request_reached_the_host_is_resolved_after_boot(
         timeout=rig.rig.recovery_s,
     )
     assert len(reversed_entry) == 1
-    journal = wait_for("the terminal to answer again", lambda: _repeat(terminal, stan))
+    journal = wait_for("the terminal to answer again", lambda: repeat_when_up(terminal, stan))
     terminal.close()
     assert not journal.approved  # the terminal says not paid, and the host agrees
     receipts = [r for r in read_roll(bench.endpoints.paper_roll) if f"{stan:06d}" in r.text]
@@ -171,14 +141,8 @@ def test_power_cut_after_the_request_reached_the_host_is_resolved_after_boot(
     assert any("NOT PAID" in r.text for r in receipts)
 
 
-def _repeat(terminal: ZvtTerminal, stan: int) -> object:
-    try:
-        return terminal.repeat_receipt(stan)
-    except TerminalError:  # the terminal is still booting
-        return None
-
-
-def test_sim_up_prints_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
+def test_sim_up_prints_ready_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> None:
     rig_path = make_sim_rig(tmp_path)
     rig = load_rig(rig_path)
     assert rig.sim is not None
@@ -202,7 +166,7 @@ def test_sim_up_prints_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
         assert "/dev/pts/" in text  # the terminal's serial line
         children = _descendants(proc.pid)
         assert len(children) >= 4  # host, psu, terminal, printer
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0, out
         assert "stopped" in out

@@ -238,6 +238,21 @@ class SimBench:
                         return True
             return False
 
+    # -- one device ----------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL one process the launcher owns ("host" or "psu"), as a crash would."""
+        proc = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+    def respawn(self, name: str) -> None:
+        """Start a killed host again and wait until it answers."""
+        if name != "host":
+            raise ValueError(f"only the host can be respawned this way, not {name!r}")
+        self._spawn("host", "harness.sim.host", pass_fds=())
+        self._wait("host", time.monotonic() + 15, self._host_ready)
+
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop the PSU (it stops the devices it powers) and the host; reap everything."""
