@@ -47,10 +47,7 @@ def run_demo(rig: Rig, amount: int) -> int:
                 f"{order_id}, card {card.masked}, over ZVT on {bench.endpoints.terminal_serial}"
             )
             result = terminal.sale(order_id, amount)
-            print(
-                f"  ECR outcome: {result.outcome.value}  ({result.detail}; trace "
-                f"{result.trace}, receipt {result.receipt_no})"
-            )
+            print(f"  ECR outcome: {result.outcome.value} ({result.detail})")
             journal = terminal.repeat_receipt(result.trace) if result.trace else None
         finally:
             terminal.close()
