@@ -78,8 +78,8 @@ DIALECTS: dict[str, Dialect] = {
     "rigol-dp800": Dialect(
         name="rigol-dp800",
         select=":INST:NSEL {ch}",
-        set_volts=(":SOUR:VOLT {value:.3f}",),
-        set_amps=(":SOUR:CURR {value:.3f}",),
+        set_volts=(":SOUR{ch}:VOLT {value:.3f}",),  # names the channel: no select race
+        set_amps=(":SOUR{ch}:CURR {value:.3f}",),
         output_on=(":OUTP CH{ch},ON",),
         output_off=(":OUTP CH{ch},OFF",),
         output_query=":OUTP? CH{ch}",
