@@ -49,6 +49,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(load_rig(args.rig), amount=args.amount)
 
 
+def _toxiproxy_server(args: argparse.Namespace) -> int:
+    from harness.sim.toxiproxy import main as server_main
+
+    return server_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rig", type=Path, default=DEFAULT_RIG)
     demo.add_argument("--amount", type=int, default=1234, help="minor units (default 1234)")
     demo.set_defaults(func=_demo)
+
+    toxi = sub.add_parser(
+        "toxiproxy-server",
+        help="the embedded toxiproxy-compatible server (--host, --port, --config, --seed)",
+        add_help=False,
+    )
+    toxi.add_argument("rest", nargs=argparse.REMAINDER)
+    toxi.set_defaults(func=_toxiproxy_server)
     return parser
 
 

@@ -78,8 +78,34 @@ class ReceiptPatterns:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """One side of a byte link: "tcp://host:port" or "serial:///dev/ttyX?baud=N"."""
+
+    scheme: str  # "tcp" | "serial"
+    address: Address | None  # tcp
+    device: str | None  # serial
+    baud: int
+
+    def __str__(self) -> str:
+        if self.scheme == "tcp":
+            return f"tcp://{self.address}"
+        return f"serial://{self.device}?baud={self.baud}"
+
+
+@dataclass(frozen=True)
+class PrinterTap:
+    """The man-in-the-middle between terminal and printer: records, and fakes printer faults."""
+
+    terminal_side: Endpoint  # where the terminal connects (the tap listens / opens here)
+    printer_side: Endpoint  # the real printer
+    control: Address  # the tap's HTTP control API
+
+
+@dataclass(frozen=True)
 class PrinterConfig:
     receipt: ReceiptPatterns
+    tap: PrinterTap | None
+    faults: str  # "tap": through the tap (any printer); "sim": the sim printer's physical world
 
 
 @dataclass(frozen=True)
@@ -102,6 +128,31 @@ class PsuConfig:
 @dataclass(frozen=True)
 class HostConfig:
     ledger: str
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    name: str
+    listen: Address
+    upstream: Address
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    toxiproxy: str  # the API URL, "http://host:port"
+    proxies: Mapping[str, ProxyConfig]
+    allow_upstreams: tuple[str, ...]
+
+    @property
+    def api(self) -> Address:
+        host, _, port = self.toxiproxy.removeprefix("http://").rstrip("/").rpartition(":")
+        return Address(host, int(port))
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    iface: str
+    ports: tuple[int, ...]  # TCP ports of the terminal<->host link to record
 
 
 @dataclass(frozen=True)
@@ -171,6 +222,8 @@ class Rig:
     printer: PrinterConfig | None
     psu: PsuConfig | None
     host: HostConfig | None
+    network: NetworkConfig | None
+    capture: CaptureConfig | None
     sim: SimConfig | None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -318,9 +371,13 @@ def parse_rig(data: Mapping[str, Any], path: Path) -> Rig:
     printer = _printer(top.table("printer")) if top.has("printer") else None
     psu = _psu(top.table("psu")) if top.has("psu") else None
     host = _host(top.table("host")) if top.has("host") else None
+    network = _network(top.table("network")) if top.has("network") else None
+    capture = _capture(top.table("capture")) if top.has("capture") else None
     sim = _sim(top.table("sim"), rig, psu) if top.has("sim") else None
     top.done()
-    return Rig(path, rig, terminal, printer, psu, host, sim, raw=data)
+    if sim is not None:
+        _check_sim_loopback(path, printer, network)
+    return Rig(path, rig, terminal, printer, psu, host, network, capture, sim, raw=data)
 
 
 def _rig_info(t: _Table) -> RigInfo:
@@ -364,8 +421,104 @@ def _printer(t: _Table) -> PrinterConfig:
         copy=_regex(r, "copy", "COPY|DUPLICATE|重打印"),
     )
     r.done()
+    tap = None
+    if t.has("tap"):
+        p = t.table("tap")
+        tap = PrinterTap(
+            terminal_side=_endpoint(p, "terminal_side"),
+            printer_side=_endpoint(p, "printer_side"),
+            control=p.address("control"),
+        )
+        p.done()
+    faults = t.text("faults", "tap" if tap else "sim", allowed=("tap", "sim"))
+    if faults == "tap" and tap is None:
+        raise t.fail("faults", 'is "tap" but there is no [printer] tap; add one or use "sim"')
     t.done()
-    return PrinterConfig(patterns)
+    return PrinterConfig(patterns, tap, faults)
+
+
+def _endpoint(t: _Table, key: str) -> Endpoint:
+    value = t.text(key, hint='"tcp://host:port" or "serial:///dev/ttyUSB0?baud=19200"')
+    match = re.fullmatch(r"tcp://([A-Za-z0-9_.:-]+?):(\d{1,5})", value)
+    if match and 0 < int(match.group(2)) < 65536:
+        return Endpoint("tcp", Address(match.group(1), int(match.group(2))), None, 0)
+    match = re.fullmatch(r"serial://(/[^?]+)(?:\?baud=(\d+))?", value)
+    if match:
+        return Endpoint("serial", None, match.group(1), int(match.group(2) or 19200))
+    raise t.fail(key, f'is {value!r}; expected "tcp://host:port" or "serial:///dev/ttyX?baud=N"')
+
+
+def _network(t: _Table) -> NetworkConfig:
+    api = t.text("toxiproxy", pattern=r"http://[^\s/]+:\d+/?", hint='"http://host:port"')
+    allow = t.list_of(
+        "allow_upstreams",
+        _REQUIRED,
+        lambda v, i: _address_item(t, f"allow_upstreams[{i}]", v),
+    )
+    p = t.table("proxies")
+    proxies: dict[str, ProxyConfig] = {}
+    for name in list(p.data):
+        entry = p.table(name)
+        proxy = ProxyConfig(name, entry.address("listen"), entry.address("upstream"))
+        entry.done()
+        if str(proxy.upstream) not in allow:
+            raise entry.fail(
+                "upstream",
+                f"is {proxy.upstream}, which is not in [network] allow_upstreams "
+                f"({', '.join(allow) or 'empty'}); the harness never proxies to other hosts",
+            )
+        proxies[name] = proxy
+    p.done()
+    if not proxies:
+        raise t.fail("proxies", "is empty; name the terminal's host link, e.g. host = {...}")
+    t.done()
+    return NetworkConfig(api.rstrip("/"), proxies, allow)
+
+
+def _address_item(t: _Table, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]+:\d{1,5}", value):
+        raise t.fail(key, f'is {value!r}; expected "host:port"')
+    return value
+
+
+def _capture(t: _Table) -> CaptureConfig:
+    iface = t.text("iface", "lo", pattern=r"[A-Za-z0-9_.:-]{1,15}", hint="an interface name")
+
+    def port(value: Any, index: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise t.fail(f"ports[{index}]", f"is {value!r}; expected a TCP port 1-65535")
+        return value
+
+    ports = t.list_of("ports", _REQUIRED, port)
+    if not ports:
+        raise t.fail("ports", "is empty; list the TCP port(s) of the terminal's host link")
+    t.done()
+    return CaptureConfig(iface, ports)
+
+
+def _check_sim_loopback(
+    path: Path, printer: PrinterConfig | None, network: NetworkConfig | None
+) -> None:
+    """A simulated rig never reaches off this machine."""
+    if network is not None:
+        if not is_loopback_host(network.api.host):
+            raise RigError(f"{path}: [network.toxiproxy] a simulated rig uses a loopback API")
+        for proxy in network.proxies.values():
+            for key, address in (("listen", proxy.listen), ("upstream", proxy.upstream)):
+                if not address.is_loopback:
+                    raise RigError(
+                        f"{path}: [network.proxies.{proxy.name}.{key}] is {address}; "
+                        "a simulated rig only uses loopback (127.0.0.1, localhost)"
+                    )
+    if printer is not None and printer.tap is not None:
+        for key, side in (
+            ("terminal_side", printer.tap.terminal_side),
+            ("printer_side", printer.tap.printer_side),
+        ):
+            if side.address is not None and not side.address.is_loopback:
+                raise RigError(
+                    f"{path}: [printer.tap.{key}] is {side}; a simulated rig only uses loopback"
+                )
 
 
 def _regex(t: _Table, key: str, default: str) -> str:

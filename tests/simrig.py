@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 
 SIM_RIG = Path(__file__).resolve().parent.parent / "rigs" / "sim.toml"
-FIXED_PORTS = ("8583", "8580", "9100", "5025", "20007")
+FIXED_PORTS = ("8583", "8580", "9100", "9101", "9102", "5025", "20007", "8474", "18583")
 
 
 def free_port() -> int:
@@ -32,6 +32,12 @@ def make_sim_rig(tmp_path: Path, replace: dict[str, str] | None = None) -> Path:
         text = text.replace(old, new)
     ports = {port: str(free_port()) for port in FIXED_PORTS}
     text = re.sub(r"(?<=[:])(" + "|".join(FIXED_PORTS) + r")\b", lambda m: ports[m.group(1)], text)
+
+    def capture_ports(match: re.Match[str]) -> str:
+        listed = [ports.get(p.strip(), p.strip()) for p in match.group(2).split(",")]
+        return match.group(1) + ", ".join(listed) + "]"
+
+    text = re.sub(r"^(ports = \[)([\d, ]+)\]", capture_ports, text, flags=re.M)
     state_dir = tmp_path / "state"
     text = text.replace('state_dir = ".hil/sim"', f'state_dir = "{state_dir}"')
     path = tmp_path / "rig.toml"

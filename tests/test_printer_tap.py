@@ -176,13 +176,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def bench(tmp_path: Path) -> Iterator[Bench]:
-    """The sim printer process and a rig whose [printer] tap sits in front of it (not started)."""
-    tap_line = (
-        f'tap = {{ terminal_side = "tcp://127.0.0.1:{free_port()}", '
-        'printer_side = "tcp://127.0.0.1:9100", '  # make_sim_rig swaps 9100 for a free port
-        f'control = "127.0.0.1:{free_port()}" }}\nfaults = "tap"\n'
-    )
-    rig_path = make_sim_rig(tmp_path, {"[printer]\n": f"[printer]\n{tap_line}"})
+    """The sim printer process and the rig's [printer] tap in front of it (not started)."""
+    rig_path = make_sim_rig(tmp_path)  # rigs/sim.toml's tap, on free ports
     rig = load_rig(rig_path)
     sim = rig.require_sim()
     assert rig.printer is not None and rig.printer.tap is not None

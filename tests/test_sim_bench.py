@@ -160,10 +160,11 @@ def test_sim_up_prints_ready_and_stops_cleanly(tmp_path: Path, stop_signal: int)
             if line.strip() == "ready":
                 break
         assert lines and lines[-1].strip() == "ready", "".join(lines)
-        endpoint_lines = [proc.stdout.readline() for _ in range(5)]
+        endpoint_lines = [proc.stdout.readline() for _ in range(7)]
         text = "".join(endpoint_lines)
         assert str(rig.sim.host.listen) in text and str(rig.sim.terminal.zvt_listen) in text
         assert "/dev/pts/" in text  # the terminal's serial line
+        assert "toxiproxy" in text and "tap" in text
         children = _descendants(proc.pid)
         assert len(children) >= 4  # host, psu, terminal, printer
         proc.send_signal(stop_signal)

@@ -285,7 +285,7 @@ def test_garbage_from_the_host_means_reversal(tmp_path: Path) -> None:
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
-    rig = bench_rig(tmp_path, {'host = "127.0.0.1:8583"': f'host = "127.0.0.1:{port}"'})
+    rig = bench_rig(tmp_path, {'host = "127.0.0.1:18583"': f'host = "127.0.0.1:{port}"'})
     try:
         with running_bench(rig) as bench:
             card_slot(rig).present(CARD)

@@ -545,6 +545,7 @@ class LinkCapture:
         on_message: Callable[[WireMessage], None] | None = None,
         *,
         prefer_bpf: bool = True,
+        redact: Callable[[bytes], bytes] | None = None,
     ) -> None:
         if not ports:
             raise ValueError("LinkCapture needs at least one TCP port of the host link")
@@ -553,6 +554,7 @@ class LinkCapture:
         self.pcap_path = Path(pcap_path)
         self._on_message = on_message
         self._prefer_bpf = prefer_bpf
+        self._redact = redact  # the pcap never holds a full card number (same-length masking)
         self._cond = threading.Condition()
         self._messages: list[WireMessage] = []
         self._latencies: list[float] = []
@@ -762,7 +764,8 @@ class LinkCapture:
         if writer is None or streams is None:
             return
         seconds, nanos = _split_time(pkt.time)
-        writer.write_packet(frame, sec=seconds, usec=nanos)
+        written = self._redact(frame) if self._redact is not None else frame
+        writer.write_packet(written, sec=seconds, usec=nanos)
         self._packets += 1
         seg = _parse_segment(frame, self._linktype)
         if seg is None:

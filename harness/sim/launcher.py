@@ -10,12 +10,14 @@ Every child dies with its parent, and `stop()` reaps them all, so no process or 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import tty
 import urllib.request
@@ -48,9 +50,11 @@ class Endpoints:
     psu_resource: str
     paper_roll: Path
     state_dir: Path
+    extra: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         return [
+            *self.extra,
             f"host      ISO 8583   tcp://{self.host}   ledger {self.ledger_url}/ledger",
             f"terminal  ZVT        tcp://{self.terminal_tcp}   serial {self.terminal_serial}"
             f" -> {os.path.realpath(self.terminal_serial)}",
@@ -111,9 +115,29 @@ class SimBench:
         link.unlink(missing_ok=True)
         link.symlink_to(os.ttyname(slave))
 
-        self._spawn("host", "harness.sim.host", pass_fds=())
-        self._spawn("psu", "harness.sim.psu", pass_fds=(master,))
         deadline = time.monotonic() + self.rig.terminal.boot_s + 15
+        self._spawn("host", "harness.sim.host", pass_fds=())
+        network = self.rig.network
+        if network is not None:
+            api = network.api
+            self._spawn(
+                "toxiproxy",
+                "harness.sim.toxiproxy",
+                pass_fds=(),
+                argv=["--host", api.host, "--port", str(api.port)],
+            )
+            self._wait("toxiproxy", deadline, self._toxiproxy_ready)
+            self._populate_proxies()
+        tap = self.rig.printer.tap if self.rig.printer is not None else None
+        if tap is not None:
+            self._spawn(
+                "tap",
+                "harness.drivers.printer_tap",
+                pass_fds=(),
+                argv=["--rig", str(self.rig.path), "--record-dir", str(self.state_dir / "tap")],
+            )
+            self._wait("tap", deadline, self._tap_ready)
+        self._spawn("psu", "harness.sim.psu", pass_fds=(master,))
         self._wait("host", deadline, self._host_ready)
         self._wait("psu", deadline, self._psu_ready)
         self._wait("printer", deadline, self._printer_ready)
@@ -129,17 +153,45 @@ class SimBench:
             psu_resource=psu_resource,
             paper_roll=self.state_dir / "printer" / "paper-roll.jsonl",
             state_dir=self.state_dir,
+            extra=tuple(self._service_lines()),
         )
         return self.endpoints
 
-    def _check_ports_free(self) -> None:
-        for name, address in (
+    def _ports(self) -> list[tuple[str, Address]]:
+        ports = [
             ("host", self.sim.host.listen),
             ("ledger", self.sim.host.ledger_listen),
             ("terminal", self.sim.terminal.zvt_listen),
             ("printer", self.sim.printer.listen),
             ("psu", self.sim.psu.listen),
-        ):
+        ]
+        if self.rig.network is not None:
+            ports.append(("toxiproxy API", self.rig.network.api))
+            ports += [(f"proxy {p.name}", p.listen) for p in self.rig.network.proxies.values()]
+        tap = self.rig.printer.tap if self.rig.printer is not None else None
+        if tap is not None:
+            ports.append(("tap control", tap.control))
+            if tap.terminal_side.address is not None:
+                ports.append(("tap", tap.terminal_side.address))
+        return ports
+
+    def _service_lines(self) -> list[str]:
+        lines = []
+        if self.rig.network is not None:
+            proxies = ", ".join(
+                f"{p.name} {p.listen} -> {p.upstream}" for p in self.rig.network.proxies.values()
+            )
+            lines.append(f"toxiproxy  API {self.rig.network.toxiproxy}   proxies: {proxies}")
+        tap = self.rig.printer.tap if self.rig.printer is not None else None
+        if tap is not None:
+            lines.append(
+                f"tap       {tap.terminal_side} -> {tap.printer_side}   control "
+                f"http://{tap.control}   record {self.state_dir / 'tap'}"
+            )
+        return lines
+
+    def _check_ports_free(self) -> None:
+        for name, address in self._ports():
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -151,15 +203,21 @@ class SimBench:
                         "other ports"
                     ) from exc
 
-    def _spawn(self, name: str, module: str, pass_fds: tuple[int, ...]) -> None:
+    def _spawn(
+        self, name: str, module: str, pass_fds: tuple[int, ...], argv: list[str] | None = None
+    ) -> None:
+        """Start one device; by default `python -m module --rig RIG`, else with `argv`."""
         env = dict(os.environ)
         if pass_fds:
             env[PASS_FDS_ENV] = ",".join(str(fd) for fd in pass_fds)
             env[ECR_PTY_ENV] = str(pass_fds[0])
         out = open(self.state_dir / "logs" / f"{name}.out", "ab")  # noqa: SIM115 - child owns it
         try:
+            command = module_command(module, self.rig.path)
+            if argv is not None:
+                command = [sys.executable, "-m", module, *argv]
             self.processes[name] = subprocess.Popen(
-                module_command(module, self.rig.path),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -209,6 +267,34 @@ class SimBench:
         with socket.create_connection(_pair(self.sim.host.listen), timeout=0.5):
             return ok
 
+    def _toxiproxy_ready(self) -> bool:
+        assert self.rig.network is not None
+        url = f"{self.rig.network.toxiproxy}/version"
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+
+    def _populate_proxies(self) -> None:
+        """Create the rig's proxies, so the terminal reaches its host through them from boot."""
+        assert self.rig.network is not None
+        body = json.dumps(
+            [
+                {"name": p.name, "listen": str(p.listen), "upstream": str(p.upstream)}
+                for p in self.rig.network.proxies.values()
+            ]
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.rig.network.toxiproxy}/populate", data=body, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:
+            if response.status != 201:
+                raise BenchStartError(f"toxiproxy /populate answered {response.status}")
+
+    def _tap_ready(self) -> bool:
+        assert self.rig.printer is not None and self.rig.printer.tap is not None
+        url = f"http://{self.rig.printer.tap.control}/health"
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+
     def _psu_ready(self) -> bool:
         with socket.create_connection(_pair(self.sim.psu.listen), timeout=0.5) as sock:
             sock.sendall(b"*IDN?\n")
@@ -256,7 +342,7 @@ class SimBench:
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop the PSU (it stops the devices it powers) and the host; reap everything."""
-        for name in ("psu", "host"):
+        for name in ("psu", "tap", "toxiproxy", "host"):
             proc = self.processes.get(name)
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,46 @@
+"""The scheduler fires a fault at its offset from the triggering event, once."""
+
+from __future__ import annotations
+
+import time
+
+from harness.faults import AppliedFault, Fault
+from harness.timing import BenchEvent, EventBus, Scheduler
+
+
+def test_a_fault_fires_at_its_offset_after_the_matching_event() -> None:
+    bus = EventBus()
+    fired: list[tuple[Fault, float, float]] = []
+
+    def inject(fault: Fault, requested: float | None) -> AppliedFault:
+        now = time.monotonic()
+        assert requested is not None
+        fired.append((fault, requested, now))
+        return AppliedFault(fault, requested, now)
+
+    scheduler = Scheduler(bus, inject)
+    fault = Fault("power", "power_cut", "terminal")
+    scheduled = scheduler.after("host_request", 30, fault, match=lambda e: e.data["mti"] == "0200")
+    bus.publish(BenchEvent("host_request", time.monotonic(), {"mti": "0800"}))  # no match
+    bus.publish(BenchEvent("host_response", time.monotonic(), {"mti": "0200"}))  # other event
+    trigger = time.monotonic()
+    bus.publish(BenchEvent("host_request", trigger, {"mti": "0200"}))
+    bus.publish(BenchEvent("host_request", time.monotonic(), {"mti": "0200"}))  # fires once
+    applied = scheduled.wait(2)
+    scheduler.close()
+    assert len(fired) == 1
+    assert scheduled.target == trigger + 0.030
+    lateness = scheduled.lateness_s
+    assert lateness is not None and 0 <= lateness < 0.005, lateness
+    assert applied.requested_at == scheduled.target
+
+
+def test_cancelled_schedules_never_fire() -> None:
+    bus = EventBus()
+    fired: list[Fault] = []
+    scheduler = Scheduler(bus, lambda f, r: fired.append(f) or AppliedFault(f, 0.0, 0.0))  # type: ignore[func-returns-value]
+    scheduled = scheduler.after("sale_started", 0, Fault("power", "power_cut", "terminal"))
+    scheduler.cancel_all()
+    bus.publish(BenchEvent("sale_started", time.monotonic()))
+    scheduler.close()
+    assert fired == [] and scheduled.cancelled
