@@ -94,7 +94,7 @@ class Scheduled:
 
     @property
     def lateness_s(self) -> float | None:
-        """Actual minus requested instant: the scheduling error."""
+        """Actual minus requested instant: the scheduling error (negative = early)."""
         if self.applied is None or self.target is None:
             return None
         return self.applied.effective_at - self.target
@@ -109,6 +109,7 @@ class Scheduler:
         self._inject = inject
         self._lock = threading.Lock()
         self._armed: list[Scheduled] = []
+        self._lead: dict[str, float] = {}  # fault kind -> learned actuation time (s)
         self._threads: list[threading.Thread] = []
         self._unsubscribe = bus.subscribe(self._on_event)
 
@@ -156,11 +157,18 @@ class Scheduler:
             thread.start()
 
     def _fire(self, scheduled: Scheduled) -> None:
+        kind = f"{scheduled.fault.family}.{scheduled.fault.name}"
         try:
             assert scheduled.target is not None
-            sleep_until(scheduled.target)
+            started = sleep_until(scheduled.target - self._lead.get(kind, 0.0))
             if not scheduled.cancelled:
                 scheduled.applied = self._inject(scheduled.fault, scheduled.target)
+                actuation = max(0.0, scheduled.applied.effective_at - started)
+                with self._lock:
+                    previous = self._lead.get(kind)
+                    self._lead[kind] = (
+                        actuation if previous is None else 0.7 * previous + 0.3 * actuation
+                    )
         except BaseException as exc:  # recorded and re-raised by wait()
             scheduled.error = exc
         finally:

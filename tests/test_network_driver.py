@@ -277,3 +277,37 @@ def test_a_500_is_a_network_fault_error_not_a_key_error(
         with pytest.raises(NetworkFaultError) as reset:  # toxiproxy-python would return True
             network.reset()
         assert reset.value.status == 500 and "address already in use" in reset.value.body
+
+
+def test_hil_toxiproxy_server_command_serves_the_api_and_stops_on_sigterm() -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.simrig import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "toxiproxy-server", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{port}/version", timeout=0.5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.05)
+        assert reply.text == '{"version": "2.12.0"}\n'
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -23,6 +23,7 @@ host -> terminal (responses).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -65,6 +66,7 @@ class ToxicInfo:
     stream: str
     toxicity: float
     attributes: Mapping[str, int]
+    added_at: float = 0.0  # monotonic instant the server confirmed it (when we added it)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ToxicInfo:
@@ -309,7 +311,8 @@ class Network:
                 toxicity=toxicity,
                 attributes=dict(attributes),
             )
-        return self.toxic(proxy, toxic_name)
+        added_at = time.monotonic()  # the POST was answered: the toxic is in the live chains
+        return dataclasses.replace(self.toxic(proxy, toxic_name), added_at=added_at)
 
     def toxic(self, proxy: str, name: str) -> ToxicInfo:
         path = f"/proxies/{quote(proxy, safe='')}/toxics/{quote(name, safe='')}"
@@ -360,7 +363,6 @@ class Network:
         """Add the toxics (type, stream, attributes) as one fault; all or nothing."""
         fault_id = f"{name}_{secrets.token_hex(3)}"
         added: list[ToxicInfo] = []
-        applied_at = time.monotonic()
         try:
             for index, (toxic_type, stream, attributes) in enumerate(toxics):
                 suffix = f"_{index}" if len(toxics) > 1 else ""
@@ -372,6 +374,7 @@ class Network:
                 with contextlib.suppress(NetworkFaultError):
                     self.remove_toxic(proxy, toxic.name)
             raise
+        applied_at = max(toxic.added_at for toxic in added) if added else time.monotonic()
         return NetworkFault(fault_id, name, proxy, tuple(added), False, meaning, params, applied_at)
 
     def request_lost(self, proxy: str) -> NetworkFault:
@@ -452,8 +455,8 @@ class Network:
     def partition(self, proxy: str) -> NetworkFault:
         """The proxy is disabled: open connections close and new connects are refused. For the
         terminal the host is unreachable; a sale in flight is unknown, a new one cannot start."""
-        applied_at = time.monotonic()
         self.set_enabled(proxy, False)
+        applied_at = time.monotonic()  # the server answered: connections closed, connects refused
         return NetworkFault(
             f"partition_{secrets.token_hex(3)}",
             "partition",
