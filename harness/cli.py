@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["toxiproxy-server"]:  # its own flags pass straight through
+        from harness.sim.toxiproxy import main as server_main
+
+        return server_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
