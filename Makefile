@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check clean
+.PHONY: run test lint check clean report-tools demo
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+report-tools:
+	bash scripts/report-tools.sh
+
+run: $(STAMP) report-tools
+	$(BIN)/hil run --rig rigs/sim.toml
+
+demo: $(STAMP)
 	$(BIN)/hil demo --rig rigs/sim.toml
 
 lint: $(STAMP)
@@ -21,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint report-tools
 	$(BIN)/pytest
 
 clean:

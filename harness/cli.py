@@ -49,6 +49,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(load_rig(args.rig), amount=args.amount)
 
 
+def _run(args: argparse.Namespace) -> int:
+    from harness.run import run
+
+    return run(args)
+
+
 def _toxiproxy_server(args: argparse.Namespace) -> int:
     from harness.sim.toxiproxy import main as server_main
 
@@ -70,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rig", type=Path, default=DEFAULT_RIG)
     demo.add_argument("--amount", type=int, default=1234, help="minor units (default 1234)")
     demo.set_defaults(func=_demo)
+
+    from harness.run import add_arguments as add_run_arguments
+
+    run_cmd = sub.add_parser(
+        "run",
+        help="the nightly job: run the scenario suite, print the scenario x invariant summary, "
+        "write JUnit XML and allure-results, build the HTML report",
+    )
+    add_run_arguments(run_cmd)
+    run_cmd.set_defaults(func=_run)
 
     toxi = sub.add_parser(
         "toxiproxy-server",

@@ -75,6 +75,10 @@ class ReceiptPatterns:
     paid: str
     unpaid: str
     copy: str
+    trace: str  # one group: the trace number (= STAN) printed on the receipt
+    order: str  # one group: the ECR's order reference, when the terminal prints it
+    reversal: str  # a cancellation receipt
+    settlement: str  # an end-of-day slip
 
 
 @dataclass(frozen=True)
@@ -419,6 +423,10 @@ def _printer(t: _Table) -> PrinterConfig:
         paid=_regex(r, "paid", "APPROVED|交易成功"),
         unpaid=_regex(r, "unpaid", "DECLINED|NOT PAID|UNPAID|未支付|交易失败"),
         copy=_regex(r, "copy", "COPY|DUPLICATE|重打印"),
+        trace=_regex(r, "trace", r"TRACE (\d+)"),
+        order=_regex(r, "order", r"ORDER (\S+)"),
+        reversal=_regex(r, "reversal", "REVERSAL|撤销"),
+        settlement=_regex(r, "settlement", "END OF DAY|结算"),
     )
     r.done()
     tap = None

@@ -83,7 +83,9 @@ class Scheduled:
 
     def wait(self, timeout: float) -> AppliedFault:
         """The applied fault; raises if it never fired or failed to apply."""
-        if not self.done.wait(timeout):
+        if not self.done.wait(timeout) or self.cancelled:
+            if self.cancelled:
+                raise RuntimeError(f"{self.fault.label} was cancelled before it applied")
             raise TimeoutError(
                 f"{self.fault.label} armed on {self.event!r} never fired within {timeout} s"
             )
@@ -109,6 +111,7 @@ class Scheduler:
         self._inject = inject
         self._lock = threading.Lock()
         self._armed: list[Scheduled] = []
+        self._in_flight: list[Scheduled] = []  # triggered, waiting for their instant
         self._lead: dict[str, float] = {}  # fault kind -> learned actuation time (s)
         self._threads: list[threading.Thread] = []
         self._unsubscribe = bus.subscribe(self._on_event)
@@ -126,11 +129,13 @@ class Scheduler:
         return scheduled
 
     def cancel_all(self) -> None:
+        """Disarm everything: armed faults never fire, triggered ones do not apply."""
         with self._lock:
-            for scheduled in self._armed:
+            for scheduled in self._armed + self._in_flight:
                 scheduled.cancelled = True
                 scheduled.done.set()
             self._armed.clear()
+            self._in_flight.clear()
 
     def close(self) -> None:
         self._unsubscribe()
@@ -147,6 +152,7 @@ class Scheduler:
             ]
             for scheduled in fired:
                 self._armed.remove(scheduled)
+                self._in_flight.append(scheduled)
         for scheduled in fired:
             scheduled.trigger = event
             scheduled.target = event.t + scheduled.offset_s
@@ -161,7 +167,11 @@ class Scheduler:
         try:
             assert scheduled.target is not None
             started = sleep_until(scheduled.target - self._lead.get(kind, 0.0))
-            if not scheduled.cancelled:
+            with self._lock:
+                go = not scheduled.cancelled
+                if scheduled in self._in_flight:
+                    self._in_flight.remove(scheduled)
+            if go:
                 scheduled.applied = self._inject(scheduled.fault, scheduled.target)
                 actuation = max(0.0, scheduled.applied.effective_at - started)
                 with self._lock:

@@ -464,6 +464,24 @@ class ZvtTerminal:
         """Receipt lines the terminal sent for the ECR to print (06 D1 / 06 D3) last command."""
         return self._last_printout
 
+    def drop_link(self) -> None:
+        """Close the link at once, even mid-command: the ECR crashed or the cable was pulled.
+
+        A running command then ends UNKNOWN (the link is lost); `reopen()` connects again.
+        """
+        self._evidence.line(NOTE, note="link dropped by the harness (ECR crash / cable pulled)")
+        self._link.close()
+
+    def reopen(self) -> None:
+        """The ECR came back: open the link again (the byte log goes on)."""
+        with self._command_lock:
+            self._link.close()
+            self._link = _Link(self.port, self._evidence, self.ack_timeout_s)
+            try:
+                self._link.open()
+            except _LinkDown as exc:
+                raise ZvtNoAnswer(f"{exc}{self._evidence.where()}") from exc
+
     def close(self) -> None:
         """Close the link and the log (waits for a running command to end)."""
         with self._command_lock:
@@ -702,8 +720,12 @@ class ZvtTerminal:
                         return
                     continue
                 if not conv.acked:
-                    conv.problem = f"expected 80 00 00 for {command}, got {item}"
-                    return
+                    # The end of an earlier conversation (e.g. the ECR restarted while the
+                    # terminal was finishing a sale): acknowledge it so the terminal moves on,
+                    # keep it out of this command, and keep waiting for our own 80 00 00.
+                    self._evidence.line(NOTE, note=f"late {item} from an earlier command: ACKed")
+                    link.send(ACK_APDU)
+                    continue
                 conv.messages.append(message)
                 link.send(ACK_APDU)
                 if isinstance(message, Completion | Abort):

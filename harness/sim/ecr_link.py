@@ -28,6 +28,7 @@ class LinkClosed(Exception):
 
 class EcrLink(Protocol):
     name: str
+    pending: list[zvt.Apdu]  # commands that arrived while the terminal awaited an ACK
 
     def send(self, apdu: zvt.Apdu) -> None: ...
 
@@ -44,6 +45,7 @@ class TcpEcrLink:
         self.name = name
         self.decoder = zvt.ApduDecoder()
         self.queue: list[zvt.Apdu] = []
+        self.pending: list[zvt.Apdu] = []
 
     def send(self, apdu: zvt.Apdu) -> None:
         try:
@@ -88,6 +90,7 @@ class SerialEcrLink:
         self.decoder = zvt.SerialFrameDecoder()
         self.frames: list[bytes] = []
         self.link_replies: list[bytes] = []
+        self.pending: list[zvt.Apdu] = []
 
     def _read(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()

@@ -150,7 +150,7 @@ class Firmware:
     def _session(self, link: EcrLink) -> None:
         try:
             while not self.stop.is_set():
-                apdu = link.recv(0.2)
+                apdu = link.pending.pop(0) if link.pending else link.recv(0.2)
                 if apdu is not None:
                     with self.txn_lock:
                         self._dispatch(link, apdu)
@@ -202,6 +202,10 @@ class Firmware:
                 if reply is None:
                     break
                 if (reply.cls, reply.instr) == (0x80, 0x00):
+                    return link
+                if reply.cls != 0x84:  # a new command (the ECR restarted): serve it next
+                    link.pending.append(reply)
+                    log.info("ECR %s sent %s while we awaited an ACK: queued", link.name, reply)
                     return link
             log.info("ECR %s did not acknowledge %02X %02X", link.name, apdu.cls, apdu.instr)
             return link
@@ -556,7 +560,8 @@ class Firmware:
                 txn, self.tid, self.sim.terminal.mid, self.sim.terminal.language, copy, sale
             )
             self._tell(ecr, zvt.print_text_block(lines))
-            self.journal.append({"op": "receipt_printed", "trace": txn.trace, "copy": copy})
+            if not copy:  # the ECR prints the customer's receipt; a copy for it owes nothing
+                self.journal.append({"op": "receipt_printed", "trace": txn.trace, "copy": False})
             return
         with self.print_lock:
             if not self._printer_free():

@@ -1,0 +1,64 @@
+"""Printer faults: jams, paper out, cover open, printer offline; through the tap and the sim."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.drivers.interfaces import Outcome
+from harness.scenario import Scenario
+
+pytestmark = pytest.mark.needs("printer", "host")
+
+
+def test_paper_out_before_the_sale(scenario: Scenario) -> None:
+    """F10: no paper; the payment still goes through and the receipt prints after reloading."""
+    out = scenario.inject(scenario.faults.paper_out())
+    result = scenario.sale()
+    scenario.heal(out)
+    assert result.outcome is Outcome.PAID
+
+
+@pytest.mark.needs("printer_tap")
+def test_paper_runs_out_mid_receipt(scenario: Scenario) -> None:
+    """F10: the roll ends while the receipt prints; after reload: one full receipt, once."""
+    out = scenario.after("receipt_first_byte", 10, scenario.faults.paper_out())
+    result = scenario.sale()
+    scenario.heal(out.wait(5))
+    assert result.outcome is Outcome.PAID
+
+
+@pytest.mark.needs("printer_tap")
+def test_cutter_jam_mid_receipt_is_reprinted_as_a_copy(scenario: Scenario) -> None:
+    """F11: a jam mid-receipt; after clearing, the receipt is reprinted, marked as a copy."""
+    jam = scenario.after("receipt_first_byte", 10, scenario.faults.jam())
+    result = scenario.sale()
+    time.sleep(0.5)
+    scenario.heal(jam.wait(5))
+    assert result.outcome is Outcome.PAID
+
+
+def test_jam_before_the_sale(scenario: Scenario) -> None:
+    """F11: the printer is jammed when the customer pays: never fail the payment for it."""
+    jam = scenario.inject(scenario.faults.jam())
+    result = scenario.sale()
+    scenario.heal(jam)
+    assert result.outcome is Outcome.PAID
+
+
+def test_cover_open_during_the_sale(scenario: Scenario) -> None:
+    """The cover is open; when closed, the held receipt prints."""
+    cover = scenario.inject(scenario.faults.cover_open())
+    result = scenario.sale()
+    scenario.heal(cover)
+    assert result.outcome is Outcome.PAID
+
+
+@pytest.mark.needs("printer_tap")
+def test_printer_offline_during_the_sale(scenario: Scenario) -> None:
+    """F12: the printer stops answering at all (unplugged); it must be reprinted when back."""
+    offline = scenario.inject(scenario.faults.printer_offline())
+    result = scenario.sale()
+    scenario.heal(offline)
+    assert result.outcome is Outcome.PAID
