@@ -226,6 +226,7 @@ class Collector:
             receipts = classify_all(_raw_receipts(self.bench)[self.baseline.receipts :], patterns)
         except Exception:  # unreadable receipts are reported when the evidence is read
             return []
+        receipts = [r for r in receipts if r.trace not in self.earlier_stans]
         printed = {
             r.trace for r in receipts if r.complete and r.kind == "sale" and r.verdict == "paid"
         }
@@ -314,7 +315,14 @@ class Collector:
         except Exception as exc:
             self.read_errors.append(f"receipts: {exc}")
             return []
-        return classify_all(raws[self.baseline.receipts :], patterns)
+        receipts = classify_all(raws[self.baseline.receipts :], patterns)
+        return [r for r in receipts if r.trace is None or r.trace not in self.earlier_stans]
+
+    @property
+    def earlier_stans(self) -> set[int]:
+        """STANs the host knew before this scenario: a late reprint of theirs is not ours."""
+        tid = self.bench.rig.terminal.tid
+        return {stan for (t, stan, _batch) in self.baseline.host if t == tid}
 
     def history(self) -> tuple[list[FaultSpan], list[TimelineEntry], list[Operation]]:
         spans: dict[int, FaultSpan] = {}
