@@ -176,7 +176,14 @@ class Bench:
         self._closers.append(terminal.close)
         self.terminal = self._traced(terminal, "terminal")
         default_proxy = next(iter(rig.network.proxies), None) if rig.network else None
-        self.faults = FaultFactory(self.power, self.network, self.printer, default_proxy)
+        physical = None
+        if rig.sim is not None:
+            from harness.drivers.printer import SimPrinterFaults
+
+            physical = self._traced(SimPrinterFaults(rig.sim.state_dir), "printer")
+        self.faults = FaultFactory(
+            self.power, self.network, self.printer, default_proxy, printer_physical=physical
+        )
 
     # -- the guard -----------------------------------------------------------------------------
     def _start_guard(self) -> None:

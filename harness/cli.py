@@ -55,6 +55,12 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _zoo(args: argparse.Namespace) -> int:
+    from harness.zoo import run as zoo_run
+
+    return zoo_run(args)
+
+
 def _toxiproxy_server(args: argparse.Namespace) -> int:
     from harness.sim.toxiproxy import main as server_main
 
@@ -86,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run_cmd)
     run_cmd.set_defaults(func=_run)
+
+    from harness.zoo import add_arguments as add_zoo_arguments
+
+    zoo = sub.add_parser(
+        "zoo", help="run the suite against every buggy firmware; print the detection matrix"
+    )
+    add_zoo_arguments(zoo)
+    zoo.set_defaults(func=_zoo)
 
     toxi = sub.add_parser(
         "toxiproxy-server",

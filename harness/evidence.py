@@ -48,6 +48,7 @@ class Baseline:
     """The bench's records when the scenario started: only what changed after is its own."""
 
     host: dict[tuple[str, int, int], str]  # (tid, stan, batch) -> status
+    settlements: int  # the host's settlement records so far
     receipts: int
     history_seq: int
     t: float
@@ -55,11 +56,17 @@ class Baseline:
 
 def take_baseline(bench: Bench) -> Baseline:
     host: dict[tuple[str, int, int], str] = {}
+    settlements = 0
     if bench.host is not None:
         host = {(e.tid, e.stan, e.batch): e.status for e in bench.host.entries()}
+        if hasattr(getattr(bench.host, "target", bench.host), "settlements"):
+            tid = bench.rig.terminal.tid
+            rows = bench.host.settlements()  # type: ignore[attr-defined]
+            settlements = sum(1 for row in rows if str(row.get("tid")) == tid)
     records = bench.history.records()
     return Baseline(
         host=host,
+        settlements=settlements,
         receipts=len(_raw_receipts(bench)),
         history_seq=records[-1]["seq"] if records else 0,
         t=time.monotonic(),
@@ -92,6 +99,7 @@ class Collector:
         self.read_errors: list[str] = []
         self.journal: dict[int, JournalTxn] = {}
         self.never_started: set[str] = set()  # orders the terminal provably never took
+        self.denied: set[int] = set()  # traces the terminal says it has no record of
         records = self.bench.history.records()
         self.body_end_seq = records[-1]["seq"] if records else 0  # collection comes after
 
@@ -202,10 +210,12 @@ class Collector:
                 continue
             if answer is None:
                 self.journal.pop(trace, None)
+                self.denied.add(trace)  # "no such transaction": the ECR must take it as unpaid
                 if trace in host and host[trace].status == "captured":
                     unresolved.append(name)  # the host took money the terminal does not know
                 continue
             assert not isinstance(answer, str)
+            self.denied.discard(trace)
             txn = self._record(answer)
             captured = trace in host and host[trace].status == "captured"
             if captured != txn.approved:
@@ -295,6 +305,20 @@ class Collector:
         if result.result_code is None or not settlements:
             host_count, host_amount = self._open_batch_totals()
             return Totals(None, None, host_count, host_amount, currency, result.result_code)
+        ours = (
+            settlements[self.baseline.settlements :] if self.baseline.settlements else settlements
+        )
+        mismatched = [s for s in ours if str(s.get("result")) != "00"]
+        if mismatched:  # a settlement of this scenario disagreed with the host: that is I7
+            first = mismatched[0]
+            return Totals(
+                terminal_count=int(first["terminal_count"]),
+                terminal_amount=int(first["terminal_amount"]),
+                host_count=int(first["host_count"]),
+                host_amount=int(first["host_amount"]),
+                currency=currency,
+                result_code=None,
+            )
         last = settlements[-1]
         return Totals(
             terminal_count=result.count,
@@ -409,7 +433,9 @@ def collect(scenario: Scenario, baseline: Baseline, recovery_s: float) -> Eviden
         collector.read_errors.append("the rig has no [printer]: receipts are unknown")
     faults, timeline, operations = collector.history()
     orders = [
-        replace(o, recovered=_recovered(collector.journal.get(o.trace)))
+        replace(o, recovered="NOT_PAID")
+        if o.trace and o.trace in collector.denied
+        else replace(o, recovered=_recovered(collector.journal.get(o.trace)))
         if o.trace
         else replace(o, recovered="NOT_PAID")
         if o.order_id in collector.never_started

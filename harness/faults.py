@@ -82,11 +82,19 @@ class FaultFactory:
     power faults on a PSU output by its rig name; printer faults through the rig's fault path.
     """
 
-    def __init__(self, power: Any, network: Any, printer: Any, default_proxy: str | None) -> None:
+    def __init__(
+        self,
+        power: Any,
+        network: Any,
+        printer: Any,
+        default_proxy: str | None,
+        printer_physical: Any = None,
+    ) -> None:
         self.power = power
         self.network = network
         self.printer = printer
         self.default_proxy = default_proxy
+        self.printer_physical = printer_physical
 
     def _need(self, driver: Any, what: str) -> Any:
         if driver is None:
@@ -185,6 +193,12 @@ class FaultFactory:
 
     def printer_offline(self) -> Fault:
         return self._printer_fault("offline")
+
+    def physical_jam(self) -> Fault:
+        """The simulated printer's own paper jam: what already printed is torn away when
+        the jam is cleared (a tap can only hold bytes; it cannot tear paper)."""
+        printer = self._need(self.printer_physical, "the simulated printer's physical world")
+        return Fault("printer", "physical_jam", "printer", {}, printer.jam, printer.clear)
 
 
 class MissingEquipment(RuntimeError):

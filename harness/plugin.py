@@ -25,7 +25,16 @@ import pytest
 from harness.rig import Rig, RigError, load_rig
 
 VERDICT_PROPERTY = "pos_hil_verdict"
-EQUIPMENT = ("power", "network", "printer", "printer_tap", "capture", "cards", "host")
+EQUIPMENT = (
+    "power",
+    "network",
+    "printer",
+    "printer_tap",
+    "printer_physical",
+    "capture",
+    "cards",
+    "host",
+)
 
 
 class OracleViolation(AssertionError):
@@ -110,10 +119,16 @@ def _missing(rig: Rig, equipment: str) -> str | None:
         "printer_tap": rig.printer is not None and rig.printer.tap is not None,
         "capture": rig.capture is not None,
         "cards": rig.sim is not None,
+        "printer_physical": rig.sim is not None,
         "host": rig.host is not None,
     }
     if equipment not in has:
         return f"unknown equipment {equipment!r} (known: {', '.join(EQUIPMENT)})"
+    if equipment == "capture" and has["capture"]:
+        from harness.drivers.capture import capture_available
+
+        ok, why = capture_available(rig.capture.iface)  # type: ignore[union-attr]
+        return None if ok else f"cannot capture the host link: {why}"
     return None if has[equipment] else f"the rig {rig.path} has no {equipment}"
 
 

@@ -193,6 +193,7 @@ class SimTerminal:
     mid: str
     language: str
     min_volts: float
+    flash_write_ms: float  # how long one journal write takes on the terminal's flash
 
 
 @dataclass(frozen=True)
@@ -602,6 +603,7 @@ def _sim(t: _Table, rig: RigInfo, psu: PsuConfig | None) -> SimConfig:
         mid=term.text("mid", "POSHILMERCHANT1", pattern=r".{15}", hint="15 characters"),
         language=term.text("language", "zh", allowed=("en", "zh")),
         min_volts=term.number("min_volts", 10.0, low=0, high=1000),
+        flash_write_ms=term.number("flash_write_ms", 15.0, low=0, high=1000),
     )
     term.done()
 

@@ -61,14 +61,23 @@ def test_host_unreachable_declines_without_charging(scenario: Scenario) -> None:
     assert result.outcome is Outcome.NOT_PAID
 
 
+@pytest.mark.needs("capture")
 def test_reversal_lost_several_times_is_stored_and_forwarded(scenario: Scenario) -> None:
-    """F13: the reversal itself is dropped for a while; it must survive until delivered."""
+    """F13: the host approves, its answer is lost, and from then on every reversal is
+    swallowed for a while; the reversal must survive every failed send until delivered."""
     lost = scenario.inject(scenario.faults.response_lost())
+    blackhole = scenario.after(
+        "host_request",
+        5,
+        scenario.faults.request_lost(),
+        match=lambda e: e.data.get("mti") == "0200",
+    )
     scenario.sale()
+    sim = scenario.rig.sim
+    per_send = (sim.terminal.host_timeout_s + sim.terminal.reversal_retry_s) if sim else 35.0
+    time.sleep(3 * per_send)  # at least three more sends fail while the link swallows them
+    scenario.heal(blackhole.wait(5))
     scenario.heal(lost)
-    blackhole = scenario.inject(scenario.faults.request_lost())  # every retry is swallowed
-    time.sleep(3 * (scenario.rig.sim.terminal.reversal_retry_s if scenario.rig.sim else 1))
-    scenario.heal(blackhole)
 
 
 def test_reversal_answer_lost_is_resent_and_counted_once(scenario: Scenario) -> None:

@@ -13,10 +13,10 @@ from harness.scenario import Scenario
 
 pytestmark = pytest.mark.needs("power", "host")
 
-SALE_STEPS_MS = list(range(0, 350, 50))  # the sale lasts ~330 ms (host answers at 250)
+SALE_STEPS_MS = list(range(0, 400, 50))  # a sale lasts ~400 ms (host answers at 250)
 PRINT_STEPS_MS = [0, 15, 30, 45, 60]
 REVERSAL_STEPS_MS = [0, 2, 10, 30]
-EOD_STEPS_MS = [0, 5, 10, 20, 30]  # the settlement lasts ~40 ms (host answer, slip)
+EOD_STEPS_MS = [0, 10, 20, 40, 60]  # the settlement lasts ~80 ms (flash, host, slip)
 
 
 @pytest.mark.parametrize("offset_ms", SALE_STEPS_MS)
@@ -33,6 +33,38 @@ def test_power_cut_across_a_sale(scenario: Scenario, offset_ms: int) -> None:
     with scenario.ecr_timeout(3):
         scenario.sale(amount)
     scenario.heal(cut.wait(5))  # power back: the terminal boots and must resolve the sale
+
+
+@pytest.mark.needs("capture")
+def test_power_cut_right_after_the_request_left(scenario: Scenario) -> None:
+    """F7: the power goes 2 ms after the 0200 reached the host link. The pending record must
+    already be in flash (persist before send), or the host keeps a sale nobody knows about."""
+    amount = scenario.unique_amount()
+    scenario.host_answers(amount, delay_ms=200)
+    cut = scenario.after(
+        "host_request",
+        2,
+        scenario.faults.power_cut("terminal"),
+        match=lambda e: e.data.get("mti") == "0200",
+    )
+    with scenario.ecr_timeout(3):
+        scenario.sale(amount)
+    scenario.heal(cut.wait(5))
+
+
+@pytest.mark.needs("capture")
+def test_power_cut_right_after_the_answer_arrived(scenario: Scenario) -> None:
+    """F8: the power goes 2 ms after the 0210 came back: either the approval is in the journal
+    on boot, or the terminal reverses; never a capture without a record."""
+    cut = scenario.after(
+        "host_response",
+        2,
+        scenario.faults.power_cut("terminal"),
+        match=lambda e: e.data.get("mti") == "0210",
+    )
+    with scenario.ecr_timeout(3):
+        scenario.sale()
+    scenario.heal(cut.wait(5))
 
 
 @pytest.mark.needs("printer_tap")

@@ -62,3 +62,14 @@ def test_printer_offline_during_the_sale(scenario: Scenario) -> None:
     result = scenario.sale()
     scenario.heal(offline)
     assert result.outcome is Outcome.PAID
+
+
+@pytest.mark.needs("printer_tap", "printer_physical")
+def test_paper_jam_tears_the_receipt_mid_print(scenario: Scenario) -> None:
+    """F11: the paper jams in the printer itself halfway through (trace number printed);
+    clearing it tears the printed part away. The receipt must be reprinted in full, marked as a
+    copy: the torn half was the original."""
+    jam = scenario.after("receipt_first_byte", 40, scenario.faults.physical_jam())
+    result = scenario.sale()
+    scenario.heal(jam.wait(5))
+    assert result.outcome is Outcome.PAID

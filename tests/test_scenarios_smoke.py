@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.sim.rigs import derive_sim_rig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +50,7 @@ def armed_offsets(out: Path) -> list[tuple[str, float]]:
     return offsets
 
 
+@pytest.mark.timeout(900)
 def test_a_few_scenarios_pass_on_the_correct_firmware(tmp_path: Path) -> None:
     rig = derive_sim_rig(tmp_path / "rig")
     selection = "baseline or response_lost_after or test_power_cut_across_a_sale[100]"
@@ -68,6 +71,7 @@ def test_a_few_scenarios_pass_on_the_correct_firmware(tmp_path: Path) -> None:
     assert receipts, "no receipt images were rendered"
 
 
+@pytest.mark.timeout(900)
 def test_the_same_seed_applies_the_same_faults_at_the_same_offsets(tmp_path: Path) -> None:
     rig = derive_sim_rig(tmp_path / "rig")
     selection = "test_brown_out_at_a_random_instant"

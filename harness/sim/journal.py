@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +119,9 @@ class JournalState:
 class Journal:
     """Append-only JSON-lines journal in the flash directory; every append is fsync'ed."""
 
-    def __init__(self, flash_dir: Path) -> None:
+    def __init__(self, flash_dir: Path, write_s: float = 0.0) -> None:
         flash_dir.mkdir(parents=True, exist_ok=True)
+        self.write_s = write_s  # flash programming time: nothing is durable before it ends
         self.path = flash_dir / "journal.jsonl"
         self.state = JournalState()
         for record in self._records():
@@ -134,6 +136,8 @@ class Journal:
     def append(self, record: dict[str, Any]) -> None:
         """Make one step durable, then apply it to the in-memory state."""
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        if self.write_s:
+            time.sleep(self.write_s)  # the flash is being programmed; a power cut loses it
         os.write(self._fd, line)
         os.fsync(self._fd)
         self._apply(record)
@@ -232,6 +236,8 @@ class Journal:
             txn.reversal_attempts += 1
         elif op == "reversed":
             txn.state = "reversed"
+        elif op == "reversal_abandoned":
+            txn.state = "declined"  # the record is gone: nothing will ever be sent
         elif op == "receipt_started":
             if not record.get("copy", False):
                 txn.receipt_started = True

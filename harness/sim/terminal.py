@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.protocols import iso8583, zvt
 from harness.protocols.cards import is_test_card, mask_pan
@@ -33,6 +34,7 @@ from harness.sim.ecr_link import EcrLink, LinkClosed, SerialEcrLink, TcpEcrLink
 from harness.sim.journal import Journal, Txn
 from harness.sim.printer_link import PrinterLink
 from harness.sim.process import listen, start_device
+from harness.sim.profiles import bugs_for
 from harness.sim.world import World
 
 log = logging.getLogger("terminal")
@@ -79,7 +81,12 @@ class Firmware:
         self.stop = stop
         self.tid = rig.terminal.tid
         self.world = World(self.sim.state_dir)
-        self.journal = Journal(self.sim.state_dir / "terminal" / "flash")
+        self.journal = Journal(
+            self.sim.state_dir / "terminal" / "flash", self.sim.terminal.flash_write_ms / 1000
+        )
+        self.bugs = bugs_for(self.sim.firmware)
+        self.memory: dict[int, Txn] = {}  # this boot's transactions (status-from-memory bug)
+        self._late: tuple[socket.socket, dict[str, str]] | None = None
         self.printer = PrinterLink(self.sim.terminal.printer)
         self.txn_lock = threading.Lock()  # one ECR command at a time, whatever the port
         self.host_lock = threading.Lock()  # one host exchange at a time
@@ -233,7 +240,11 @@ class Firmware:
         """Answer from the journal (the truth after a reboot), and print a marked copy."""
         link.send(zvt.ack())
         state = self.journal.state
-        txn = state.txns.get(message.trace) if message.trace is not None else state.last_txn()
+        if self.bugs.status_from_memory:  # BUG: what this boot saw, not the journal
+            last = self.memory[max(self.memory)] if self.memory else None
+            txn = self.memory.get(message.trace) if message.trace is not None else last
+        else:
+            txn = state.txns.get(message.trace) if message.trace is not None else state.last_txn()
         if txn is None or txn.state == "pending":
             self._tell(link, zvt.abort(RC_NOT_POSSIBLE))
             return
@@ -288,33 +299,105 @@ class Firmware:
             request={k: v for k, v in request.items() if k not in ("2", "14", "35")},
             when=now.strftime("%Y-%m-%d %H:%M:%S"),
         )
-        txn = self.journal.begin(txn)  # durable before the request leaves: cut => reversal
-        ecr = self._tell(ecr, zvt.intermediate_status(IS_WAITING_FOR_HOST))
-        answer = self.exchange(request)
-        self._decide(txn, answer)
+        if self.bugs.reversal_record_after_send:  # BUG: the record follows the request
+            ecr = self._tell(ecr, zvt.intermediate_status(IS_WAITING_FOR_HOST))
+            begun: list[Txn] = []
+            answer = self.exchange(
+                request, after_send=lambda: begun.append(self.journal.begin(txn))
+            )
+            txn = begun[0] if begun else self.journal.begin(txn)
+        else:
+            txn = self.journal.begin(txn)  # durable before the request leaves: cut => reversal
+            ecr = self._tell(ecr, zvt.intermediate_status(IS_WAITING_FOR_HOST))
+            answer = self.exchange(request, keep_late=self.bugs.late_response_accepted)
+        self.memory[txn.trace] = txn
+        deferred = self._decide(txn, answer)
+        timed_out = answer.sent and answer.kind != "answer"
+        if self.bugs.retry_with_new_stan and txn.state == "declined" and timed_out:
+            txn, deferred = self._retry_with_new_stan(txn, request)  # BUG: sent again
         if txn.state == "reversal_due":
             ecr = self._tell(ecr, zvt.intermediate_status(IS_AUTO_REVERSAL))
             self.flush_reversals()
+            if self.bugs.late_response_accepted:
+                self._accept_late_answer(txn)  # BUG: the late 0210 still counts
+        if deferred is not None and self.bugs.ecr_result_before_journal:
+            ecr = self._tell(ecr, zvt.status_information(self._status_info(txn)))
+            self._tell(ecr, zvt.completion(tid=self.tid))  # BUG: told before it is durable
+            self._print(txn, copy=False, ecr=None)
+            self.journal.append(deferred)
+            return
         ecr = self._tell(ecr, zvt.status_information(self._status_info(txn)))
         self._print(txn, copy=False, ecr=ecr)
+        if deferred is not None:  # BUG (journal-after-receipt): durable only after printing
+            self.journal.append(deferred)
         if txn.state == "approved":
             self._tell(ecr, zvt.completion(tid=self.tid))
         else:
             self._tell(ecr, zvt.abort(txn.result_code or RC_NOT_POSSIBLE))
 
-    def _decide(self, txn: Txn, answer: HostAnswer) -> None:
-        """Turn the host exchange into a durable verdict, before anyone hears of it."""
+    def _retry_with_new_stan(
+        self, first: Txn, request: dict[str, str]
+    ) -> tuple[Txn, dict[str, Any] | None]:
+        """BUG retry-with-new-stan: the same sale again under a new STAN, no reversal."""
+        state = self.journal.state
+        retry = dict(request)
+        retry["11"] = f"{state.next_trace:06d}"
+        txn = Txn(
+            trace=state.next_trace,
+            receipt_no=state.next_receipt_no,
+            kind="sale",
+            amount=first.amount,
+            currency=first.currency,
+            card_masked=first.card_masked,
+            order_ref=first.order_ref,
+            batch=state.batch,
+            request={k: v for k, v in retry.items() if k not in ("2", "14", "35")},
+            when=first.when,
+        )
+        txn = self.journal.begin(txn)
+        self.memory[txn.trace] = txn
+        log.info("retrying trace %06d as %06d (no reversal)", first.trace, txn.trace)
+        return txn, self._decide(txn, self.exchange(retry))
+
+    def _accept_late_answer(self, txn: Txn) -> None:
+        """BUG late-response-accepted: keep listening on the timed-out connection."""
+        late, self._late = self._late, None
+        if late is None:
+            return
+        sock, request = late
+        with sock:
+            answer = self._await_answer(sock, request, time.monotonic() + 5.0, send=False)
+        if answer.kind == "answer" and answer.response and answer.response.get("39") == "00":
+            log.info("trace %06d: accepting the late approval", txn.trace)
+            self.journal.append(
+                {
+                    "op": "approved",
+                    "trace": txn.trace,
+                    "rrn": answer.response.get("37", ""),
+                    "auth_code": answer.response.get("38", ""),
+                }
+            )
+
+    def _decide(self, txn: Txn, answer: HostAnswer) -> dict[str, Any] | None:
+        """Turn the host exchange into a durable verdict, before anyone hears of it.
+
+        Returns the approval record when a buggy profile defers making it durable.
+        """
         if answer.kind == "answer" and answer.response is not None:
             code = answer.response.get("39", "")
             if code == "00":
-                self.journal.append(
-                    {
-                        "op": "approved",
-                        "trace": txn.trace,
-                        "rrn": answer.response.get("37", ""),
-                        "auth_code": answer.response.get("38", ""),
-                    }
-                )
+                rrn, auth = answer.response.get("37", ""), answer.response.get("38", "")
+                record: dict[str, Any] = {
+                    "op": "approved",
+                    "trace": txn.trace,
+                    "rrn": rrn,
+                    "auth_code": auth,
+                }
+                if self.bugs.journal_after_receipt or self.bugs.ecr_result_before_journal:
+                    txn.state, txn.result_code = "approved", 0  # BUG: in memory only, for now
+                    txn.rrn, txn.auth_code = rrn, auth
+                    return record
+                self.journal.append(record)
             else:
                 self.journal.append(
                     {
@@ -333,6 +416,16 @@ class Firmware:
                     "result_code": RC_NO_CONNECTION,
                 }
             )
+        elif self.bugs.no_auto_reversal or self.bugs.retry_with_new_stan:
+            log.info("trace %06d: %s; declared failed, no reversal", txn.trace, answer.detail)
+            self.journal.append(  # BUG: unknown treated as declined, nothing reversed
+                {
+                    "op": "declined",
+                    "trace": txn.trace,
+                    "response_code": "",
+                    "result_code": RC_NO_RESPONSE,
+                }
+            )
         else:
             reason = "06" if answer.kind == "garbage" else "98"
             log.info(
@@ -346,6 +439,7 @@ class Firmware:
                     "result_code": RC_NO_RESPONSE,
                 }
             )
+        return None
 
     def cancel(self, link: EcrLink, message: zvt.ReversalRequest) -> None:
         """06 30: cancel an approved sale by its receipt number (a 0400 with reason 17)."""
@@ -389,7 +483,8 @@ class Firmware:
         """Flush owed reversals first, then settle the open batch with the host."""
         link.send(zvt.ack())
         ecr: EcrLink | None = link
-        if self.journal.state.reversals_due():
+        queued = self.journal.state.reversals_due()
+        if queued and not self.bugs.eod_with_queued_reversals:  # the bug settles regardless
             ecr = self._tell(ecr, zvt.intermediate_status(IS_AUTO_REVERSAL))
             if not self.flush_reversals():
                 self._tell(ecr, zvt.abort(RC_EOD_NOT_POSSIBLE))
@@ -471,7 +566,12 @@ class Firmware:
         return None
 
     # -- host ----------------------------------------------------------------------------------
-    def exchange(self, request: dict[str, str]) -> HostAnswer:
+    def exchange(
+        self,
+        request: dict[str, str],
+        after_send: Callable[[], object] | None = None,
+        keep_late: bool = False,
+    ) -> HostAnswer:
         """One request, one answer, on its own connection: a late answer is never read."""
         address = self.sim.terminal.host
         timeout = self.sim.terminal.host_timeout_s
@@ -480,19 +580,33 @@ class Firmware:
                 sock = socket.create_connection((address.host, address.port), timeout=timeout)
             except OSError as exc:
                 return HostAnswer("no_connection", None, f"cannot connect to {address}: {exc}")
-            with sock:
-                return self._await_answer(sock, request, time.monotonic() + timeout)
+            answer = self._await_answer(
+                sock, request, time.monotonic() + timeout, after_send=after_send
+            )
+            if keep_late and answer.kind == "timeout":
+                self._late = (sock, request)  # BUG late-response-accepted: left open
+            else:
+                sock.close()
+            return answer
 
     def _await_answer(
-        self, sock: socket.socket, request: dict[str, str], deadline: float
+        self,
+        sock: socket.socket,
+        request: dict[str, str],
+        deadline: float,
+        after_send: Callable[[], object] | None = None,
+        send: bool = True,
     ) -> HostAnswer:
         mti, stan = request["t"], request.get("11")
         expected = f"{mti[:2]}{int(mti[2]) + 1}{mti[3]}"
-        log.info("host <- %s stan %s", mti, stan)
-        try:
-            sock.sendall(iso8583.encode(request))
-        except OSError as exc:
-            return HostAnswer("closed", None, f"send failed: {exc}")
+        if send:
+            log.info("host <- %s stan %s", mti, stan)
+            try:
+                sock.sendall(iso8583.encode(request))
+            except OSError as exc:
+                return HostAnswer("closed", None, f"send failed: {exc}")
+            if after_send is not None:
+                after_send()
         decoder = iso8583.FrameDecoder()
         while True:
             remaining = deadline - time.monotonic()
@@ -521,6 +635,10 @@ class Firmware:
     def flush_reversals(self) -> bool:
         """Send every owed reversal in order; True when none is left (先冲正后交易)."""
         for txn in self.journal.state.reversals_due():
+            if self.bugs.reversal_given_up and txn.reversal_attempts >= 3:
+                log.warning("冲正不成功: giving up the reversal of trace %06d", txn.trace)
+                self.journal.append({"op": "reversal_abandoned", "trace": txn.trace})  # BUG
+                continue
             repeat = txn.reversal_attempts > 0
             request = iso8583.reversal_request(txn.request, txn.reversal_reason, repeat=repeat)
             self.journal.append({"op": "reversal_sent", "trace": txn.trace})
@@ -594,6 +712,9 @@ class Firmware:
                 "receipt for trace %06d lost in a jam: clearing the printer", self.outstanding[0]
             )
             self.printer.clear_and_recover()  # drop what the jam left; the receipt is reprinted
+            if self.bugs.jam_receipt_not_reprinted:  # BUG: counted as printed anyway
+                trace, copy = self.outstanding
+                self.journal.append({"op": "receipt_printed", "trace": trace, "copy": copy})
             self.outstanding = None
             health = self.printer.health()
         if health.cutter_error and not health.cover_open and not health.paper_out:
@@ -610,7 +731,8 @@ class Firmware:
                 if txn.receipt_printed:
                     continue
             # whatever may have reached the paper before counts as the original: reprint a copy
-            self._print(txn, copy=txn.receipt_started, ecr=None)
+            copy = txn.receipt_started and not self.bugs.jam_reprint_as_original
+            self._print(txn, copy=copy, ecr=None)
             if self.outstanding is not None:
                 return
 
