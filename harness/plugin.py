@@ -13,6 +13,7 @@ scenario whose equipment the rig lacks, with the reason.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -68,24 +69,26 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def session_rig(config: pytest.Config) -> Rig:
-    """The rig of this run, with `--firmware` applied to a simulated rig."""
+    """The run's rig: `--firmware` applied to a simulated rig; under pytest-xdist each worker
+    gets its own copy of a simulated rig on free ports, so several benches run side by side."""
     path = Path(config.getoption("rig"))
     firmware = config.getoption("firmware")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     try:
         rig = load_rig(path)
-        if firmware and rig.sim is not None and firmware != rig.sim.firmware:
-            text = path.read_text(encoding="utf-8")
-            text, count = re.subn(
-                r'^firmware = ".*"', f'firmware = "{firmware}"', text, count=1, flags=re.M
-            )
-            if count != 1:
-                raise RigError(f"{path}: [sim] firmware not found to replace")
-            derived = Path(config.getoption("hil_out")) / "rig.toml"
-            derived.parent.mkdir(parents=True, exist_ok=True)
-            derived.write_text(text, encoding="utf-8")
+        if rig.sim is None:
+            if firmware:
+                raise RigError(f"{path}: --firmware needs a simulated rig ([sim] section)")
+            return rig
+        if worker or (firmware and firmware != rig.sim.firmware):
+            from harness.sim.rigs import derive_sim_rig
+
+            out = Path(config.getoption("hil_out")) / f"rig-{worker or 'main'}"
+            try:
+                derived = derive_sim_rig(out, base=path, firmware=firmware)
+            except ValueError as exc:
+                raise RigError(str(exc)) from exc
             rig = load_rig(derived)
-        elif firmware and rig.sim is None:
-            raise RigError(f"{path}: --firmware needs a simulated rig ([sim] section)")
     except RigError as exc:
         raise pytest.UsageError(str(exc)) from exc
     return rig

@@ -27,6 +27,7 @@ def derive_sim_rig(
     *,
     base: Path = SIM_RIG,
     ports: dict[str, int] | None = None,
+    firmware: str | None = None,
 ) -> Path:
     """Write `out_dir/rig.toml`: `base` with its fixed ports swapped and state in `out_dir/state`.
 
@@ -38,6 +39,12 @@ def derive_sim_rig(
         if old not in text:
             raise ValueError(f"{old!r} is not in {base}")
         text = text.replace(old, new)
+    if firmware is not None:
+        text, count = re.subn(
+            r'^firmware = ".*"', f'firmware = "{firmware}"', text, count=1, flags=re.M
+        )
+        if count != 1:
+            raise ValueError(f"{base} has no [sim] firmware line to set")
     chosen = {port: str((ports or {}).get(port) or free_port()) for port in FIXED_PORTS}
     text = re.sub(r"(?<=[:])(" + "|".join(FIXED_PORTS) + r")\b", lambda m: chosen[m.group(1)], text)
 
