@@ -18,22 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.drivers.interfaces import HostLedger, LedgerEntry, LedgerTotals
+from harness.protocols.settlement_csv import CSV_HEADER
 from harness.rig import HostConfig
 
-CSV_HEADER = (
-    "tid",
-    "stan",
-    "batch",
-    "amount",
-    "currency",
-    "card",
-    "rrn",
-    "auth_code",
-    "response_code",
-    "status",
-    "received_at",
-    "reversed_at",
-)
 _STATUSES = ("captured", "declined", "reversed")
 
 

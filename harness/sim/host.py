@@ -35,26 +35,13 @@ from typing import Any
 
 from harness.protocols import iso8583 as iso
 from harness.protocols.cards import is_test_card, mask_pan
+from harness.protocols.settlement_csv import CSV_HEADER
 from harness.rig import Address, HostRule, Rig
 from harness.sim.process import listen, start_device
 
 log = logging.getLogger("harness.sim.host")
 
 LEDGER_FILE = "ledger.sqlite3"
-CSV_HEADER = (
-    "tid",
-    "stan",
-    "batch",
-    "amount",
-    "currency",
-    "card",
-    "rrn",
-    "auth_code",
-    "response_code",
-    "status",
-    "received_at",
-    "reversed_at",
-)
 POLL_S = 0.2  # how often blocked loops look at the stop event
 SEND_TIMEOUT_S = 5.0
 HTTP_TIMEOUT_S = 5.0
