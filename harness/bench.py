@@ -328,6 +328,7 @@ class Bench:
             name = "host_request" if message.direction == "to_host" else "host_response"
             data = {"mti": message.mti, "stan": message.stan, "rc": message.response_code}
             self.events.publish(BenchEvent(name, message.t, data))
+            self.history.record("event", name=name, at=message.t, source="wire", data=data)
 
         capture = LinkCapture(
             self.rig.capture.iface,
@@ -365,6 +366,8 @@ class Bench:
                 event.event, f"printer_{event.event}"
             )
             self.events.publish(BenchEvent(name, event.t, dict(event.fields)))
+            if event.event in ("first_byte", "cut", "fault_set", "fault_cleared", "recovery"):
+                self.history.record("event", name=name, at=event.t, source="tap")
 
         subscription = TapClient(self.rig.printer.tap.control).subscribe(on_event)
         self._closers.append(subscription.close)

@@ -356,7 +356,10 @@ class Collector:
         for record in read_history(self.bench.history.path):
             if record["seq"] <= self.baseline.history_seq:
                 continue
-            timeline.append(TimelineEntry(record["t"], describe(record)))
+            instant = (
+                float(record.get("at", record["t"])) if record["type"] == "event" else record["t"]
+            )
+            timeline.append(TimelineEntry(instant, describe(record)))
             in_body = record["seq"] <= self.body_end_seq  # not the collection's own queries
             ecr_op = record.get("f") in ("end_of_day", "reverse")
             if in_body and record.get("process") == "terminal" and ecr_op:
@@ -376,6 +379,7 @@ class Collector:
             elif record.get("phase") == "healed" and label in open_faults:
                 seq = open_faults.pop(label)
                 spans[seq] = replace(spans[seq], healed=float(record["at"]))
+        timeline.sort(key=lambda entry: entry.t)  # device events carry their own instants
         return list(spans.values()), timeline, list(operations.values())
 
     def wire(self) -> list[WireMsg]:
@@ -400,6 +404,10 @@ def describe(record: dict[str, Any]) -> str:
         return f"FAULT {record.get('phase')} {fault.get('label')}{extra}"
     if kind == "bench":
         return f"bench {record.get('event')}"
+    if kind == "event":
+        return (
+            f"seen on the {record.get('source')}: {record.get('name')} {_short(record.get('data'))}"
+        )
     what = f"{record.get('process')}.{record.get('f')}"
     if kind == "invoke":
         return f"-> {what} {_short(record.get('value'))}"
