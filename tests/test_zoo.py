@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.drivers.capture import capture_available
 from harness.sim.profiles import FIRMWARE_PROFILES
 from harness.sim.rigs import derive_sim_rig
 from harness.zoo import TARGETS
@@ -24,7 +25,13 @@ def test_every_profile_has_a_target_with_an_expected_invariant() -> None:
     assert all(target.expected for target in TARGETS.values())
 
 
+CAPTURE_OK, CAPTURE_WHY = capture_available("lo")
+
+
 @pytest.mark.timeout(1800)
+@pytest.mark.skipif(
+    not CAPTURE_OK, reason=f"several targets anchor faults on the wire: {CAPTURE_WHY}"
+)
 def test_hil_zoo_catches_every_profile_with_its_invariant(tmp_path: Path) -> None:
     rig = derive_sim_rig(tmp_path / "rig")
     out = tmp_path / "zoo"
