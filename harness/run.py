@@ -99,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, help=f"evidence dir (default {REPORTS_DIR}/<timestamp>)"
     )
     parser.add_argument("--suite", type=Path, default=DEFAULT_SUITE, help="scenario suite")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N simulated rigs side by side (pytest-xdist; each worker gets its own ports)",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the Allure HTML report")
     parser.add_argument(
         "pytest_args", nargs="*", metavar="-- PYTEST_ARGS", help="passed to pytest as they are"
@@ -161,6 +168,8 @@ def pytest_arguments(args: argparse.Namespace, paths: RunPaths) -> list[str]:
     ]
     if args.keyword:
         argv += ["-k", args.keyword]
+    if getattr(args, "parallel", 1) > 1:  # pytest-xdist; each worker derives its own sim rig
+        argv += ["-n", str(args.parallel)]
     for _flag, attr, option in PLUGIN_OPTIONS:
         value = getattr(args, attr, None)
         if value is not None:
