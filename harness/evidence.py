@@ -250,31 +250,44 @@ class Collector:
         return any(o.trace == stan and o.cancelled for o in self.scenario.orders)
 
     def _link_unknown_orders(self) -> None:
-        """An order whose result never arrived: the last journal record may be it."""
+        """Orders whose result never arrived: find them in the journal by their order reference.
+
+        Trace numbers are sequential, so the gaps between the traces this scenario knows (and a
+        few beyond) hold every transaction the terminal may have started for them; each is asked
+        for by trace. An order found nowhere, with the journal answering for every gap, was never
+        taken by the terminal.
+        """
         unknown = [o for o in self.scenario.orders if o.trace is None and o.outcome == "UNKNOWN"]
+        unknown = [o for o in unknown if o.order_id not in self.never_started]
         if not unknown:
             return
-        answer = self.ask_journal(None)
-        if isinstance(answer, str):
-            return
         claimed = {o.trace for o in self.scenario.orders if o.trace is not None}
-        for order in unknown:
-            if answer is not None:
-                same_order = answer.order_ref == order.order_id
-                same_amount = answer.order_ref is None and answer.amount == order.amount
-                if (same_order or same_amount) and answer.trace not in claimed:
-                    self._replace_order(order, replace(order, trace=answer.trace))
-                    self._record(answer)
-                    return
-        last = unknown[-1]
-        theirs = answer is not None and (
-            answer.trace in claimed
-            or (answer.order_ref is not None and answer.order_ref != last.order_id)
-            or (answer.order_ref is None and answer.amount != last.amount)
-        )
-        if answer is None or theirs:
-            # the journal's last record is not this order: the terminal never took it
-            self.never_started.add(last.order_id)
+        known = claimed | {h.stan for h in self.host_txns()}
+        probes: list[int | None] = [None]
+        if known:
+            low = max(1, min(known) - len(unknown) - 2)
+            gaps = range(low, max(known) + len(unknown) + 3)
+            probes = [t for t in gaps if t not in claimed and t not in self.earlier_stans]
+            probes.append(None)
+        by_ref = {o.order_id: o for o in unknown}
+        complete = True
+        for trace in probes:
+            answer = self.ask_journal(trace)
+            if isinstance(answer, str):
+                complete = False  # the terminal did not answer: cannot conclude anything
+                continue
+            if answer is None or answer.trace in claimed:
+                continue
+            order = by_ref.pop(answer.order_ref, None) if answer.order_ref else None
+            if order is None and answer.order_ref is None:
+                same = [o for o in by_ref.values() if o.amount == answer.amount]
+                order = by_ref.pop(same[0].order_id) if len(same) == 1 else None
+            if order is not None:
+                self._replace_order(order, replace(order, trace=answer.trace))
+                claimed.add(answer.trace)
+                self._record(answer)
+        if complete:
+            self.never_started.update(by_ref)  # no journal record anywhere: never taken
 
     def _replace_order(self, old: Order, new: Order) -> None:
         orders = self.scenario.orders
