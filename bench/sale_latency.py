@@ -4,8 +4,8 @@ Two device settings side by side: the shipped rig (realistic device timing: 15 m
 write on the terminal's flash, 4 ms per printed line) and the same rig with instant devices
 (flash_write_ms = 0, line_ms = 0), which leaves the harness, the protocols, the processes and
 the proxies. Parts: the ECR link (a ZVT status enquiry round trip), the host round trip through
-toxiproxy (0200 -> 0210 on the wire), printing (first receipt byte -> cut, from the tap), and a
-journal append + fsync on this disk.
+toxiproxy (0200 -> 0210 on the wire), printing (first printed line -> cut, on the paper roll),
+and a journal append + fsync on this disk.
 
 Run: .venv/bin/python bench/sale_latency.py [--sales 200]
 """
@@ -29,6 +29,7 @@ from harness.history import History  # noqa: E402
 from harness.protocols.cards import with_luhn  # noqa: E402
 from harness.rig import load_rig  # noqa: E402
 from harness.sim.launcher import SimBench  # noqa: E402
+from harness.sim.paper_roll import read_roll  # noqa: E402
 from harness.sim.rigs import derive_sim_rig  # noqa: E402
 from harness.timing import BenchEvent  # noqa: E402
 
@@ -74,7 +75,6 @@ def measure(name: str, label: str, replace: dict[str, str], sales: int, tmp: Pat
         bench.events.subscribe(events.append)
         if capture_available("lo")[0]:
             bench.watch_wire(tmp / name / "link.pcap")
-        bench.watch_printer()
         bench.cards.present(Card(with_luhn("476173" + "000000001")))
         for warm in range(5):
             bench.terminal.sale(f"warm-{warm}", 1000)
@@ -92,12 +92,13 @@ def measure(name: str, label: str, replace: dict[str, str], sales: int, tmp: Pat
             ecr.append(time.monotonic() - started)
         time.sleep(0.5)  # the last events (cut, wire) arrive from their own threads
         host = _pairs(events, "host_request", "host_response", key="stan")
-        printing = _sequential(events, "receipt_first_byte", "receipt_cut")
+        roll = read_roll(rig.require_sim().state_dir / "printer" / "paper-roll.jsonl")
+        printing = [r.ended_t - r.started_t for r in roll[-sales:] if r.ended_t is not None]
     print(f"{label}:")
     print(row("sale end to end (ECR 06 01 -> 06 0F)", ends))
     print(row("ECR link: status enquiry round trip", ecr))
     print(row("host round trip via toxiproxy (wire)", host))
-    print(row("printing: first byte -> cut (tap)", printing))
+    print(row("printing: first line -> cut (paper)", printing))
 
 
 def _pairs(events: list[BenchEvent], start: str, end: str, key: str) -> list[float]:
@@ -108,17 +109,6 @@ def _pairs(events: list[BenchEvent], start: str, end: str, key: str) -> list[flo
             opened[e.data.get(key)] = e.t
         elif e.name == end and e.data.get("mti") == "0210" and e.data.get(key) in opened:
             out.append(e.t - opened.pop(e.data.get(key)))
-    return out
-
-
-def _sequential(events: list[BenchEvent], start: str, end: str) -> list[float]:
-    out, begun = [], None
-    for e in events:
-        if e.name == start:
-            begun = e.t
-        elif e.name == end and begun is not None:
-            out.append(e.t - begun)
-            begun = None
     return out
 
 
