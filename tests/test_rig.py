@@ -105,3 +105,21 @@ def test_two_outputs_on_one_channel_are_refused(tmp_path: Path) -> None:
     text = sim_text().replace("channel = 2", "channel = 1")
     with pytest.raises(RigError, match="one channel for two outputs"):
         load_rig(write_rig(tmp_path, text))
+
+
+def test_the_real_bench_example_validates_without_a_sim_section() -> None:
+    rig = load_rig(SIM_RIG.parent / "real-bench.example.toml")
+    assert rig.sim is None and not rig.is_sim
+    assert rig.terminal.port == "/dev/ttyUSB0"
+    assert rig.printer is not None and rig.printer.tap is not None
+    assert rig.printer.tap.terminal_side.scheme == "serial"
+    assert rig.printer.tap.terminal_side.baud == 19200
+    assert rig.psu is not None and rig.psu.dialect == "keysight-e36300"
+    assert rig.network is not None and str(rig.network.proxies["host"].upstream).endswith(":8583")
+
+
+def test_a_proxy_to_a_host_not_allowlisted_is_refused(tmp_path: Path) -> None:
+    text = (SIM_RIG.parent / "real-bench.example.toml").read_text(encoding="utf-8")
+    text = text.replace('upstream = "198.51.100.7:8583"', 'upstream = "203.0.113.9:8583"')
+    with pytest.raises(RigError, match=r"\[network.proxies.host.upstream\].*allow_upstreams"):
+        load_rig(write_rig(tmp_path, text))
