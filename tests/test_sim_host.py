@@ -495,7 +495,10 @@ def test_http_unknown_paths_and_non_json(host: HostProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=IO_TIMEOUT_S)
     assert info.value.code == 400
+    error = json.loads(info.value.read())
     info.value.close()
+    assert error["error"].startswith("the body is not JSON")
+    assert error["entry"] is None and error["key"] is None  # every 400 has the same fields
     with pytest.raises(HostLedgerError, match="HTTP 404"):
         SimLedger(host.base_url + "/nope").entries()
 
@@ -613,6 +616,31 @@ def test_sim_ledger_names_the_url_when_the_host_is_down() -> None:
     with pytest.raises(HostLedgerError, match=rf"127\.0\.0\.1:{port}/ledger: cannot reach"):
         SimLedger(f"http://127.0.0.1:{port}", timeout_s=1).entries()
     assert not SimLedger(f"http://127.0.0.1:{port}", timeout_s=1).health()
+
+
+def test_the_ledger_client_ignores_an_http_proxy_in_the_environment(host: HostProcess) -> None:
+    """A bench is never behind a proxy; a stray http_proxy must not turn the host into a 502.
+
+    A fresh process: urllib reads the proxy variables once, into its first opener.
+    """
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    env.update(http_proxy=dead, HTTP_PROXY=dead, all_proxy=dead)
+    code = (
+        "import sys; from harness.drivers.host import SimLedger; "
+        "ledger = SimLedger(sys.argv[1], timeout_s=2); print(ledger.health(), len(ledger.rules()))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, host.base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    health, rules = proc.stdout.split()
+    assert health == "True" and int(rules) > 0
 
 
 def test_csv_ledger_refuses_a_wrong_header_or_row(tmp_path: Path) -> None:

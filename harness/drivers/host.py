@@ -10,14 +10,12 @@ problem raises `HostLedgerError` naming the URL or file, never an empty list.
 from __future__ import annotations
 
 import csv
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from harness.drivers.interfaces import HostLedger, LedgerEntry, LedgerTotals
+from harness.json_http import call_json, get_ok
 from harness.protocols.settlement_csv import CSV_HEADER
 from harness.rig import HostConfig
 
@@ -99,11 +97,7 @@ class SimLedger:
 
     def health(self) -> bool:
         """True when the host answers /health (no exception: for readiness polling)."""
-        try:
-            with urllib.request.urlopen(self._url("/health"), timeout=self.timeout_s) as reply:
-                return bool(reply.status == 200)
-        except (OSError, ValueError):
-            return False
+        return get_ok(self._url("/health"), self.timeout_s)
 
     def _section(self, key: str) -> list[dict[str, Any]]:
         document = self._request("GET", "/ledger")
@@ -116,41 +110,14 @@ class SimLedger:
         return self.base_url + path
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
-        url = self._url(path)
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
-                raw = reply.read()
-        except urllib.error.HTTPError as exc:
-            detail = _error_text(exc)
-            raise HostLedgerError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise HostLedgerError(
-                f"{method} {url}: cannot reach the host ledger: {reason}"
-            ) from None
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise HostLedgerError(f"{method} {url}: the answer is not JSON: {exc}") from None
-
-
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read()
-        exc.close()
-    except OSError:
-        return exc.reason or "no body"
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return body[:200].decode("utf-8", "replace")
-    if isinstance(document, dict) and "error" in document:
-        return str(document["error"])
-    return str(document)[:200]
+        return call_json(
+            method,
+            self._url(path),
+            body,
+            timeout_s=self.timeout_s,
+            error=HostLedgerError,
+            service="the host ledger",
+        )
 
 
 def _entry(row: Any, where: str) -> LedgerEntry:

@@ -23,14 +23,13 @@ import logging
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from harness.json_http import call_json
 from harness.rig import Address, PrinterConfig
 from harness.sim.world import PrinterPhysical, World
 
@@ -170,7 +169,6 @@ class TapClient:
         self.control = control
         self.timeout_s = timeout_s
         self.base_url = f"http://{control}"
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def __repr__(self) -> str:
         return f"TapClient({self.base_url})"
@@ -246,44 +244,17 @@ class TapClient:
 
     def _dict(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         url = self.base_url + path
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with self._opener.open(request, timeout=self.timeout_s) as reply:
-                raw = reply.read()
-        except urllib.error.HTTPError as exc:
-            raise PrinterFaultError(
-                f"{method} {url}: HTTP {exc.code}: {_error_text(exc)}"
-            ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise PrinterFaultError(
-                f"{method} {url}: cannot reach the printer tap: {reason}"
-            ) from None
-        try:
-            document = json.loads(raw)
-        except ValueError as exc:
-            raise PrinterFaultError(f"{method} {url}: the answer is not JSON: {exc}") from None
+        document = call_json(
+            method,
+            url,
+            body,
+            timeout_s=self.timeout_s,
+            error=PrinterFaultError,
+            service="the printer tap",
+        )
         if not isinstance(document, dict):
             raise PrinterFaultError(f"{method} {url}: expected a JSON object, got {document!r}")
         return document
-
-
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read()
-        exc.close()
-    except OSError:
-        return str(exc.reason or "no body")
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return body[:200].decode("utf-8", "replace")
-    if isinstance(document, dict) and "error" in document:
-        return str(document["error"])
-    return str(document)[:200]
 
 
 class EventStream:

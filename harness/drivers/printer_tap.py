@@ -60,14 +60,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from socketserver import TCPServer
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import serial
 
+from harness.json_http import JsonHandler, JsonHttpServer
 from harness.protocols.escpos import (
     AutoStatusBack,
     Cut,
@@ -94,8 +93,6 @@ CONNECT_TIMEOUT_S = 2.0
 DRAIN_S = 2.0  # after the terminal left: how long to wait for the printer to close its side
 TICK_S = 0.2  # housekeeping period of the I/O thread (reopen serial ports, drain deadlines)
 KEEPALIVE_S = 1.0  # an empty line on /events this often, so dead subscribers are noticed
-HTTP_TIMEOUT_S = 5.0
-MAX_HTTP_BODY = 65536
 MAX_CHUNKS_KEPT = 200_000  # /stream serves this many recent chunks; the file keeps them all
 MAX_CHUNKS_PER_REPLY = 10_000
 DLE = 0x10
@@ -1031,80 +1028,75 @@ class PrinterTapService:
 
 
 # -- HTTP control API ---------------------------------------------------------------------------
-class _ControlServer(ThreadingHTTPServer):
-    allow_reuse_address = True
-    daemon_threads = False  # server_close() joins the request threads
-    block_on_close = True
-
+class _ControlServer(JsonHttpServer):
     def __init__(self, address: Address, tap: PrinterTapService) -> None:
         self.tap = tap
         super().__init__((address.host, address.port), _ControlHandler)
 
-    def server_bind(self) -> None:
-        TCPServer.server_bind(self)  # skip HTTPServer's FQDN lookup (stalls on closed networks)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
 
-
-class _ControlHandler(BaseHTTPRequestHandler):
+class _ControlHandler(JsonHandler):
     server: _ControlServer
-    timeout = HTTP_TIMEOUT_S
+    error_fields: ClassVar[dict[str, Any]] = {"key": None}
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         tap = self.server.tap
         if path == "/health":
-            self._json(HTTPStatus.OK, tap.health())
+            self.send_json(HTTPStatus.OK, tap.health())
         elif path == "/faults":
-            self._json(HTTPStatus.OK, tap.faults())
+            self.send_json(HTTPStatus.OK, tap.faults())
         elif path == "/receipts":
-            self._json(HTTPStatus.OK, {"receipts": tap.receipts()})
+            self.send_json(HTTPStatus.OK, {"receipts": tap.receipts()})
         elif path == "/stream":
             query = parse_qs(url.query)
             try:
                 since = int(query.get("since", ["0"])[0])
                 limit = int(query.get("limit", [str(MAX_CHUNKS_PER_REPLY)])[0])
             except ValueError:
-                self._error("since and limit must be integers", "since")
+                self.send_error_json("since and limit must be integers", key="since")
                 return
-            self._json(HTTPStatus.OK, tap.stream(since, max(1, min(limit, MAX_CHUNKS_PER_REPLY))))
+            self.send_json(
+                HTTPStatus.OK, tap.stream(since, max(1, min(limit, MAX_CHUNKS_PER_REPLY)))
+            )
         elif path == "/events":
             self._events()
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such resource: {path}"})
+            self.send_not_found(path)
 
     def do_PUT(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")
         if path != "/faults":
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such resource: {path}"})
+            self.send_not_found(path)
             return
-        body = self._body()
-        if body is None:
+        ok, body = self.read_json()
+        if not ok:
             return
         if not isinstance(body, dict):
-            self._error('the body must be a JSON object like {"jam": true}', None)
+            self.send_error_json('the body must be a JSON object like {"jam": true}')
             return
         for key, value in body.items():
             if key not in FAULT_KEYS:
-                self._error(f"unknown fault {key!r}; allowed: {', '.join(FAULT_KEYS)}", key)
+                self.send_error_json(
+                    f"unknown fault {key!r}; allowed: {', '.join(FAULT_KEYS)}", key=key
+                )
                 return
             if not isinstance(value, bool):
-                self._error(f"{key} must be true or false, got {value!r}", key)
+                self.send_error_json(f"{key} must be true or false, got {value!r}", key=key)
                 return
-        self._json(HTTPStatus.OK, self.server.tap.set_faults(body))
+        self.send_json(HTTPStatus.OK, self.server.tap.set_faults(body))
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         if url.path.rstrip("/") != "/reset":
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such resource: {url.path}"})
+            self.send_not_found(url.path)
             return
         recover_text = parse_qs(url.query).get("recover", [None])[0]
         if recover_text not in (None, "1", "2"):
-            self._error(f"recover must be 1 or 2, got {recover_text!r}", "recover")
+            self.send_error_json(f"recover must be 1 or 2, got {recover_text!r}", key="recover")
             return
         recover = None if recover_text is None else int(recover_text)
-        self._json(HTTPStatus.OK, self.server.tap.reset(recover))
+        self.send_json(HTTPStatus.OK, self.server.tap.reset(recover))
 
     def _events(self) -> None:
         """JSON lines, one per event, flushed at once; an empty line every KEEPALIVE_S."""
@@ -1132,39 +1124,6 @@ class _ControlHandler(BaseHTTPRequestHandler):
         finally:
             tap.unsubscribe(q)
             self.close_connection = True
-
-    def _body(self) -> Any:
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if not 0 < length <= MAX_HTTP_BODY:
-            self._error(f"a JSON body with a Content-Length up to {MAX_HTTP_BODY} bytes", None)
-            return None
-        try:
-            return json.loads(self.rfile.read(length))
-        except (ValueError, UnicodeDecodeError) as exc:
-            self._error(f"the body is not JSON: {exc}", None)
-        except OSError as exc:
-            log.info("request body not received: %s", exc)
-        return None
-
-    def _error(self, message: str, key: str | None) -> None:
-        self._json(HTTPStatus.BAD_REQUEST, {"error": message, "key": key})
-
-    def _json(self, status: HTTPStatus, document: Any) -> None:
-        body = json.dumps(document).encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError as exc:
-            log.info("http client went away: %s", exc)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s %s", self.address_string(), format % args)
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -28,11 +28,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from socketserver import TCPServer
-from typing import Any
+from typing import Any, ClassVar
 
+from harness.json_http import JsonHandler, JsonHttpServer
 from harness.protocols import iso8583 as iso
 from harness.protocols.cards import is_test_card, mask_pan
 from harness.protocols.settlement_csv import CSV_HEADER
@@ -44,8 +43,6 @@ log = logging.getLogger("harness.sim.host")
 LEDGER_FILE = "ledger.sqlite3"
 POLL_S = 0.2  # how often blocked loops look at the stop event
 SEND_TIMEOUT_S = 5.0
-HTTP_TIMEOUT_S = 5.0
-MAX_HTTP_BODY = 64 * 1024
 RULE_KEYS = ("amount", "card", "response", "delay_ms", "silent")
 
 _SCHEMA = """
@@ -667,90 +664,49 @@ class AcquirerHost:
 # --- the ledger over HTTP -------------------------------------------------------------------
 
 
-class LedgerHttpServer(ThreadingHTTPServer):
+class LedgerHttpServer(JsonHttpServer):
     """GET /health, /ledger, /ledger/settlement.csv, /rules; PUT /rules."""
-
-    allow_reuse_address = True
-    daemon_threads = False  # server_close() joins the request threads
-    block_on_close = True
 
     def __init__(self, address: Address, host: AcquirerHost) -> None:
         self.acquirer = host
         super().__init__((address.host, address.port), LedgerHandler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the FQDN, which can stall on a closed network.
-        TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
 
-
-class LedgerHandler(BaseHTTPRequestHandler):
+class LedgerHandler(JsonHandler):
     server: LedgerHttpServer
-    timeout = HTTP_TIMEOUT_S
+    error_fields: ClassVar[dict[str, Any]] = {"entry": None, "key": None}
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         host = self.server.acquirer
         if path == "/health":
-            self._send(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
+            self.send_body(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
         elif path == "/ledger":
-            self._json(HTTPStatus.OK, host.ledger.export())
+            self.send_json(HTTPStatus.OK, host.ledger.export())
         elif path == "/ledger/settlement.csv":
             body = host.ledger.settlement_csv().encode("utf-8")
-            self._send(HTTPStatus.OK, body, "text/csv; charset=utf-8")
+            self.send_body(HTTPStatus.OK, body, "text/csv; charset=utf-8")
         elif path == "/rules":
-            self._json(HTTPStatus.OK, [rule_to_json(rule) for rule in host.rules.get()])
+            self.send_json(HTTPStatus.OK, [rule_to_json(rule) for rule in host.rules.get()])
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such resource: {path}"})
+            self.send_not_found(path)
 
     def do_PUT(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         if path != "/rules":
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such resource: {path}"})
+            self.send_not_found(path)
             return
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if not 0 < length <= MAX_HTTP_BODY:
-            self._error("a JSON body with a Content-Length up to 65536 bytes is required")
-            return
-        try:
-            data = json.loads(self.rfile.read(length))
-        except (ValueError, UnicodeDecodeError) as exc:
-            self._error(f"the body is not JSON: {exc}")
-            return
-        except OSError as exc:
-            log.warning("PUT /rules: body not received: %s", exc)
+        ok, data = self.read_json()
+        if not ok:
             return
         try:
             rules = parse_rules(data)
         except RulesError as exc:
-            self._error(str(exc), exc.entry, exc.key)
+            self.send_error_json(str(exc), entry=exc.entry, key=exc.key)
             return
         self.server.acquirer.rules.replace(rules)
         log.info("rules replaced: %s", [rule_to_json(rule) for rule in rules])
-        self._json(HTTPStatus.OK, [rule_to_json(rule) for rule in rules])
-
-    def _error(self, message: str, entry: int | None = None, key: str | None = None) -> None:
-        self._json(HTTPStatus.BAD_REQUEST, {"error": message, "entry": entry, "key": key})
-
-    def _json(self, status: HTTPStatus, document: Any) -> None:
-        self._send(status, json.dumps(document).encode("utf-8"), "application/json")
-
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError as exc:
-            log.info("http client went away: %s", exc)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s %s", self.address_string(), format % args)
+        self.send_json(HTTPStatus.OK, [rule_to_json(rule) for rule in rules])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ Every child dies with its parent, and `stop()` reaps them all, so no process or 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -20,11 +19,11 @@ import subprocess
 import sys
 import time
 import tty
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from harness.json_http import call_json, get_status
 from harness.protocols import zvt
 from harness.rig import Address, Rig
 from harness.sim.process import module_command
@@ -262,38 +261,29 @@ class SimBench:
     # -- readiness probes: each asks the device over its real protocol ------------------------
     def _host_ready(self) -> bool:
         url = f"http://{self.sim.host.ledger_listen}/health"
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            ok = bool(response.status == 200)
+        ok = get_status(url, 0.5) == 200
         with socket.create_connection(_pair(self.sim.host.listen), timeout=0.5):
             return ok
 
     def _toxiproxy_ready(self) -> bool:
         assert self.rig.network is not None
         url = f"{self.rig.network.toxiproxy}/version"
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            return bool(response.status == 200)
+        return get_status(url, 0.5) == 200
 
     def _populate_proxies(self) -> None:
         """Create the rig's proxies, so the terminal reaches its host through them from boot."""
         assert self.rig.network is not None
-        body = json.dumps(
-            [
-                {"name": p.name, "listen": str(p.listen), "upstream": str(p.upstream)}
-                for p in self.rig.network.proxies.values()
-            ]
-        ).encode()
-        request = urllib.request.Request(
-            f"{self.rig.network.toxiproxy}/populate", data=body, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=2) as response:
-            if response.status != 201:
-                raise BenchStartError(f"toxiproxy /populate answered {response.status}")
+        proxies = [
+            {"name": p.name, "listen": str(p.listen), "upstream": str(p.upstream)}
+            for p in self.rig.network.proxies.values()
+        ]
+        url = f"{self.rig.network.toxiproxy}/populate"
+        call_json("POST", url, proxies, timeout_s=2, error=BenchStartError, service="toxiproxy")
 
     def _tap_ready(self) -> bool:
         assert self.rig.printer is not None and self.rig.printer.tap is not None
         url = f"http://{self.rig.printer.tap.control}/health"
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            return bool(response.status == 200)
+        return get_status(url, 0.5) == 200
 
     def _psu_ready(self) -> bool:
         with socket.create_connection(_pair(self.sim.psu.listen), timeout=0.5) as sock:
