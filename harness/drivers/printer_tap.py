@@ -58,7 +58,6 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -81,6 +80,7 @@ from harness.protocols.escpos import (
 )
 from harness.rig import Address, Endpoint, PrinterTap, RigError, load_rig
 from harness.sim.process import listen, setup_logging, stop_event
+from harness.stamped_log import now_wall
 
 log = logging.getLogger("harness.drivers.printer_tap")
 
@@ -103,11 +103,6 @@ Delivery = Literal["forwarded", "held", "dropped"]
 
 class TapError(RuntimeError):
     """The tap cannot start (a port is taken, a serial device is missing)."""
-
-
-def now_wall() -> str:
-    """Wall clock (UTC: cheap on the data path) for display only; ordering uses monotonic."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 # -- records ------------------------------------------------------------------------------------

@@ -36,9 +36,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import serial
 
@@ -90,6 +89,7 @@ from harness.protocols.zvt import (
     result_text,
 )
 from harness.rig import TerminalConfig
+from harness.stamped_log import StampedLog
 
 log = logging.getLogger(__name__)
 
@@ -133,35 +133,21 @@ class _Evidence:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._file: IO[str] | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+        self._log = StampedLog(path)
 
     def where(self) -> str:
         return f" (log: {self.path})" if self.path is not None else ""
 
     def line(self, direction: str, data: bytes = b"", note: str = "") -> None:
         """Write one line and flush it; a failure to write evidence propagates."""
-        wall = datetime.now(UTC).isoformat(timespec="microseconds")
-        text = f"{wall} {time.monotonic():.6f} {direction} {data.hex(' ')}"
-        if note:
-            text += f"  # {note}"
-        log.debug("%s", text)
-        with self._lock:
-            if self._file is not None:
-                try:
-                    self._file.write(text + "\n")
-                    self._file.flush()
-                except OSError as exc:
-                    raise EvidenceError(f"cannot write the ZVT log {self.path}: {exc}") from exc
+        text = f"{direction} {data.hex(' ')}" + (f"  # {note}" if note else "")
+        try:
+            log.debug("%s", self._log.write(text))
+        except OSError as exc:
+            raise EvidenceError(f"cannot write the ZVT log {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        self._log.close()
 
 
 TX, RX, NOTE = "ECR>PT", "PT>ECR", "NOTE  "

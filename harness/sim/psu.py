@@ -30,9 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 from harness.protocols.scpi import (
     Command,
@@ -46,6 +44,7 @@ from harness.protocols.scpi import (
 from harness.rig import Rig
 from harness.sim.process import listen, module_command, start_device
 from harness.sim.world import Activity, World
+from harness.stamped_log import StampedLog
 
 logger = logging.getLogger(__name__)
 
@@ -89,33 +88,8 @@ def load_amps(device: str, activity: Activity) -> float:
     return LOAD_AMPS[activity]
 
 
-class PsuLog:
-    """The PSU's evidence log: one line per command, reply and transition, never rewritten.
-
-    Lines are `<ISO wall clock> <monotonic s> <event>`; CLOCK_MONOTONIC is system-wide, so the
-    second column lines up with the harness history. A None path discards events (unit tests).
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._file: IO[str] | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-
-    def write(self, event: str) -> None:
-        stamp = datetime.now(UTC).isoformat(timespec="microseconds")
-        line = f"{stamp} {time.monotonic():.6f} {event}\n"
-        with self._lock:
-            if self._file is not None:
-                self._file.write(line)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+class PsuLog(StampedLog):
+    """The PSU's evidence log: one line per command, reply and transition, never rewritten."""
 
 
 @dataclass
