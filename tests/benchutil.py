@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from harness.protocols.cards import with_luhn
 from harness.rig import Rig, load_rig
 from harness.sim.launcher import SimBench
 from harness.sim.paper_roll import PrintedReceipt, read_roll
+from tests import polling
 from tests.simrig import make_sim_rig
 
 CARD = Card(with_luhn("476173" + "123456789"))
@@ -28,14 +28,8 @@ TEST_RULES = "{ amount = 7900, silent = true },\n  { amount = 4242, delay_ms = 1
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    """Poll a device's real answer until it says yes (there is no event to await)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Poll a device's real answer until it says yes (a whole bench gets longer)."""
+    return polling.wait_for(what, probe, timeout, every=0.05)
 
 
 def bench_rig(tmp_path: Path, extra: dict[str, str] | None = None) -> Rig:

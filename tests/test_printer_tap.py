@@ -21,10 +21,9 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from escpos.printer import Network
@@ -42,6 +41,7 @@ from harness.drivers.printer_tap import STREAM_FILE, PrinterTapService, iter_str
 from harness.protocols.escpos import ReceiptBuilder, decode_receipts
 from harness.rig import Address, Endpoint, PrinterTap, load_rig
 from harness.sim.paper_roll import PrintedReceipt, read_events, read_roll, roll_path
+from tests.polling import wait_for
 from tests.simrig import free_port, make_sim_rig
 
 pytestmark = pytest.mark.sim
@@ -53,18 +53,6 @@ JAM = {1: 0x1A, 2: 0x52, 3: 0x1A, 4: 0x12}  # offline; error occurred; autocutte
 PAPER_OUT = {1: 0x1A, 2: 0x32, 3: 0x12, 4: 0x72}
 COVER_OPEN = {1: 0x1A, 2: 0x16, 3: 0x12, 4: 0x12}
 WAITING_RECOVERY = 0x3A  # DLE EOT 1 after the jam was cleared, before DLE ENQ
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    """Poll a real answer (roll file, API, protocol reply) until truthy or the deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 def receipt(lines: list[str], *, barrier: bool = False) -> bytes:

@@ -13,16 +13,10 @@ driver's wire log (logger `harness.drivers.psu.wire`) shows each line written.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,13 +31,13 @@ from harness.drivers.psu import (
     hold_until,
 )
 from harness.protocols.scpi import DIALECTS
-from harness.rig import PsuConfig, PsuOutput, load_rig
+from harness.rig import PsuConfig, PsuOutput
 from harness.sim.world import World
-from tests.simrig import free_port, make_sim_rig
+from tests.polling import alive, wait_for
+from tests.simpsu import RunningPsu, start_psu, stop_psu
+from tests.simrig import free_port
 
-FAKE_DEVICE = Path(__file__).resolve().with_name("fake_device.py")
 MODELS = Path(__file__).resolve().with_name("psu_models.yaml")
-DEADLINE_S = 5.0
 IDN = "RIGOL TECHNOLOGIES,DP832,DP8SIM000001,00.01.16"
 # DESIGN §8: a fault lands within 2 ms (p99; a distribution, measured by bench/). One sample on a
 # loaded 2-core box can be preempted for several ms, so the tests hold the best of a few samples
@@ -54,128 +48,19 @@ STALL_S = 0.025
 GLITCHES = 5
 
 
-def until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    """Poll a real observation (a pid file, /proc) until it holds; nothing signals these."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
-
-
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-@dataclass
-class SimPsu:
-    """A running simulated DP832 process and what the test needs to observe it."""
-
-    process: subprocess.Popen[bytes]
-    state_dir: Path
-    config: PsuConfig
-
-    def pid(self, name: str) -> int | None:
-        try:
-            return int((self.state_dir / "fake" / f"{name}.pid").read_text(encoding="ascii"))
-        except FileNotFoundError:
-            return None
-
-    def wait_for_boot(self, name: str, not_pid: int | None = None) -> int:
-        """The pid of a running `name` other than `not_pid` (a fresh boot)."""
-
-        def booted() -> bool:
-            pid = self.pid(name)
-            return pid is not None and pid != not_pid and alive(pid)
-
-        until(booted, f"{name} to boot (not pid {not_pid})")
-        pid = self.pid(name)
-        assert pid is not None
-        return pid
-
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / "psu" / "psu.log"
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def events(self, since: int = 0) -> list[tuple[float, str]]:
-        """(monotonic s, event) of every psu.log line after byte offset `since`."""
-        with open(self.log_path, "rb") as log:
-            log.seek(since)
-            text = log.read().decode("utf-8")
-        events = []
-        for line in text.splitlines():
-            _, mono, event = line.split(" ", 2)
-            events.append((float(mono), event))
-        return events
-
-    def event_at(self, since: int, text: str) -> float:
-        found = [t for t, event in self.events(since) if text in event]
-        assert len(found) == 1, f"{text!r} {len(found)} times in {self.events(since)}"
-        return found[0]
-
-
-def start_sim(tmp_path: Path) -> SimPsu:
-    rig_path = make_sim_rig(tmp_path)
-    rig = load_rig(rig_path)
-    sim = rig.require_sim()
-    assert rig.psu is not None
-    state_dir = Path(sim.state_dir)
-    devices = {
-        name: [sys.executable, str(FAKE_DEVICE), str(state_dir), name]
-        for name in ("terminal", "printer")
-    }
-    env = dict(os.environ, HIL_SIM_DEVICE_CMD=json.dumps(devices))
-    resource = f"TCPIP::127.0.0.1::{sim.psu.listen.port}::SOCKET"
-    config = PsuConfig(resource, rig.psu.dialect, rig.psu.outputs)
-    with open(tmp_path / "psu.stdout", "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "harness.sim.psu", "--rig", str(rig_path)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return SimPsu(process, state_dir, config)
-
-
-def stop_sim(sim: SimPsu) -> None:
-    """Stop the PSU and make sure no fake device it started outlives the test."""
-    if sim.process.poll() is None:
-        sim.process.terminate()
-        try:
-            sim.process.wait(timeout=DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            sim.process.kill()
-            sim.process.wait(timeout=DEADLINE_S)
-    for name in ("terminal", "printer"):
-        pid = sim.pid(name)
-        if pid is None or not alive(pid):
-            continue
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if str(FAKE_DEVICE).encode() in cmdline and str(sim.state_dir).encode() in cmdline:
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[SimPsu]:
-    running = start_sim(tmp_path)
+def sim(tmp_path: Path) -> Iterator[RunningPsu]:
+    running = start_psu(tmp_path)
     try:
         running.wait_for_boot("terminal")
         running.wait_for_boot("printer")
         yield running
     finally:
-        stop_sim(running)
+        stop_psu(running)
 
 
 @pytest.fixture
-def psu(sim: SimPsu) -> Iterator[ScpiPsu]:
+def psu(sim: RunningPsu) -> Iterator[ScpiPsu]:
     driver = ScpiPsu(sim.config)
     try:
         yield driver
@@ -194,7 +79,7 @@ def test_identify_names_the_dp832_and_the_socket_runs_without_nagle(psu: ScpiPsu
 
 
 def test_cut_kills_the_terminal_before_returning_and_restore_boots_it(
-    sim: SimPsu, psu: ScpiPsu
+    sim: RunningPsu, psu: ScpiPsu
 ) -> None:
     terminal, printer = sim.pid("terminal"), sim.pid("printer")
     assert terminal is not None and printer is not None
@@ -217,7 +102,7 @@ def test_cut_kills_the_terminal_before_returning_and_restore_boots_it(
     assert reading.volts.high == 13.2 and reading.amps.high == 2.5
 
 
-def test_glitches_hold_the_output_off_for_the_asked_time(sim: SimPsu, psu: ScpiPsu) -> None:
+def test_glitches_hold_the_output_off_for_the_asked_time(sim: RunningPsu, psu: ScpiPsu) -> None:
     terminal = sim.pid("terminal")
     held: list[float] = []  # the driver's instants
     seen: list[float] = []  # the instrument's: its log of the OFF and the ON
@@ -237,7 +122,7 @@ def test_glitches_hold_the_output_off_for_the_asked_time(sim: SimPsu, psu: ScpiP
     sim.wait_for_boot("terminal", not_pid=terminal)
 
 
-def test_cycle_restarts_the_printer(sim: SimPsu, psu: ScpiPsu) -> None:
+def test_cycle_restarts_the_printer(sim: RunningPsu, psu: ScpiPsu) -> None:
     printer = sim.pid("printer")
     outage = psu.cycle("printer", 0.2)
     assert outage.kind == "cycle" and outage.held_s is not None
@@ -246,7 +131,7 @@ def test_cycle_restarts_the_printer(sim: SimPsu, psu: ScpiPsu) -> None:
     assert psu.read("printer").on
 
 
-def test_brown_out_below_min_volts_kills_and_restore_boots(sim: SimPsu, psu: ScpiPsu) -> None:
+def test_brown_out_below_min_volts_kills_and_restore_boots(sim: RunningPsu, psu: ScpiPsu) -> None:
     terminal = sim.pid("terminal")
     assert terminal is not None
     outage = psu.brown_out("terminal", 9.0)  # the sim terminal needs 10 V
@@ -263,7 +148,7 @@ def test_brown_out_below_min_volts_kills_and_restore_boots(sim: SimPsu, psu: Scp
     assert psu.read("terminal").volts.value == 12.0
 
 
-def test_ovp_trip_is_reported_refuses_on_until_cleared(sim: SimPsu, psu: ScpiPsu) -> None:
+def test_ovp_trip_is_reported_refuses_on_until_cleared(sim: RunningPsu, psu: ScpiPsu) -> None:
     terminal = sim.pid("terminal")
     assert not psu.tripped("terminal")
     psu.protect("terminal", ovp_volts=11.0)  # below the 12 V on the output: trips at once
@@ -283,12 +168,14 @@ def test_ovp_trip_is_reported_refuses_on_until_cleared(sim: SimPsu, psu: ScpiPsu
     assert not psu.tripped("terminal")
 
 
-def test_ocp_trips_when_the_load_grows_and_restore_all_recovers(sim: SimPsu, psu: ScpiPsu) -> None:
+def test_ocp_trips_when_the_load_grows_and_restore_all_recovers(
+    sim: RunningPsu, psu: ScpiPsu
+) -> None:
     printer = sim.pid("printer")
     psu.protect("printer", ocp_amps=1.0)
     assert not psu.tripped("printer")  # idle: 0.15 A
     World(sim.state_dir).set_activity("printer", "printing")  # 1.6 A; the sim checks every 20 ms
-    until(lambda: psu.tripped("printer"), "the printer output's OCP trip")
+    wait_for("the printer output's OCP trip", lambda: psu.tripped("printer"))
     assert not psu.read("printer").on
 
     instants = psu.restore_all()
@@ -298,7 +185,7 @@ def test_ocp_trips_when_the_load_grows_and_restore_all_recovers(sim: SimPsu, psu
     assert psu.read("printer").on
 
 
-def test_restore_all_returns_every_output_to_the_rig_values(sim: SimPsu, psu: ScpiPsu) -> None:
+def test_restore_all_returns_every_output_to_the_rig_values(sim: RunningPsu, psu: ScpiPsu) -> None:
     terminal = sim.pid("terminal")
     psu.cut("terminal")
     psu.set_output("printer", 21.0, 2.5)  # the sim printer runs down to 20 V
@@ -338,7 +225,7 @@ OVER_LIMIT: list[tuple[Callable[[ScpiPsu], object], str]] = [
 
 
 def test_an_over_limit_setting_is_refused_before_anything_is_sent(
-    sim: SimPsu, psu: ScpiPsu
+    sim: RunningPsu, psu: ScpiPsu
 ) -> None:
     terminal = sim.pid("terminal")
     for call, what in OVER_LIMIT:
@@ -570,7 +457,7 @@ def test_outage_held_is_unknown_while_applied() -> None:
 
 
 def test_a_query_the_instrument_refuses_times_out_naming_its_error(
-    sim: SimPsu, caplog: pytest.LogCaptureFixture
+    sim: RunningPsu, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A DP832 configured as a Keysight: `OUTP? (@1)` is not DP832 syntax, so it never answers.
     wrong = PsuConfig(sim.config.resource, "keysight-e36300", sim.config.outputs)

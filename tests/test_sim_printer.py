@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import serial
@@ -25,6 +24,7 @@ from harness.rig import load_rig
 from harness.sim.paper_roll import PrintedReceipt, read_events, read_roll, roll_path
 from harness.sim.printer import pty_link_path
 from harness.sim.world import PrinterPhysical, World
+from tests.polling import wait_for
 from tests.simrig import make_sim_rig
 
 pytestmark = pytest.mark.sim
@@ -32,18 +32,6 @@ pytestmark = pytest.mark.sim
 CHINESE = "交易成功 已支付"
 SLOW = 30.0  # line_ms that lets a fault land mid-receipt
 DEADLINE_S = 5.0
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    """Poll a real answer (protocol reply or roll file) until it is truthy or the deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 @dataclass

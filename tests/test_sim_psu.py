@@ -8,129 +8,24 @@ next query on the same connection. In-process tests drive `Dp832.execute` direct
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import select
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import pyvisa
 from pyvisa.resources import MessageBasedResource
 
-from harness.rig import load_rig
 from harness.sim.psu import Dp832, PsuLog
 from harness.sim.world import World
-from tests.simrig import make_sim_rig
+from tests.polling import alive, wait_for
+from tests.simpsu import RunningPsu, start_psu, stop_psu
 
-FAKE_DEVICE = Path(__file__).resolve().with_name("fake_device.py")
 DEADLINE_S = 5.0
 IDN = "RIGOL TECHNOLOGIES,DP832,DP8SIM000001,00.01.16"
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00 \d+\.\d{6} \S.*")
-
-
-def until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    """Poll a real observation until it holds; fail naming it after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-@dataclass
-class RunningPsu:
-    process: subprocess.Popen[bytes]
-    state_dir: Path
-    port: int
-
-    @property
-    def resource(self) -> str:
-        return f"TCPIP::127.0.0.1::{self.port}::SOCKET"
-
-    @property
-    def world(self) -> World:
-        return World(self.state_dir)
-
-    def pid(self, name: str) -> int | None:
-        try:
-            return int((self.state_dir / "fake" / f"{name}.pid").read_text(encoding="ascii"))
-        except FileNotFoundError:
-            return None
-
-    def wait_for_boot(self, name: str, not_pid: int | None = None) -> int:
-        """The pid of a running `name` other than `not_pid` (a fresh boot)."""
-
-        def booted() -> bool:
-            pid = self.pid(name)
-            return pid is not None and pid != not_pid and alive(pid)
-
-        until(booted, f"{name} to boot (not pid {not_pid})")
-        pid = self.pid(name)
-        assert pid is not None
-        return pid
-
-    def log_text(self) -> str:
-        return (self.state_dir / "psu" / "psu.log").read_text(encoding="utf-8")
-
-    def threads(self) -> int:
-        return len(os.listdir(f"/proc/{self.process.pid}/task"))
-
-
-def start_psu(tmp_path: Path, pass_fds: tuple[int, ...] = ()) -> RunningPsu:
-    rig_path = make_sim_rig(tmp_path)
-    sim = load_rig(rig_path).require_sim()
-    state_dir = Path(sim.state_dir)
-    devices = {
-        name: [sys.executable, str(FAKE_DEVICE), str(state_dir), name]
-        for name in ("terminal", "printer")
-    }
-    env = dict(os.environ, HIL_SIM_DEVICE_CMD=json.dumps(devices))
-    if pass_fds:
-        env["HIL_PASS_FDS"] = ",".join(str(fd) for fd in pass_fds)
-    (tmp_path / "out").mkdir()
-    with open(tmp_path / "out" / "psu.stdout", "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "harness.sim.psu", "--rig", str(rig_path)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=pass_fds,
-        )
-    return RunningPsu(process, state_dir, sim.psu.listen.port)
-
-
-def stop_psu(psu: RunningPsu) -> None:
-    """Stop the PSU and make sure no fake device it started outlives the test."""
-    if psu.process.poll() is None:
-        psu.process.terminate()
-        try:
-            psu.process.wait(timeout=DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            psu.process.kill()
-            psu.process.wait(timeout=DEADLINE_S)
-    for name in ("terminal", "printer"):
-        pid = psu.pid(name)
-        if pid is None or not alive(pid):
-            continue
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if str(FAKE_DEVICE).encode() in cmdline and str(psu.state_dir).encode() in cmdline:
-            os.kill(pid, signal.SIGKILL)
 
 
 def open_visa(psu: RunningPsu) -> tuple[pyvisa.ResourceManager, MessageBasedResource]:
@@ -250,7 +145,7 @@ def test_ocp_trips_when_the_device_starts_drawing_more(
     visa.write(":OUTP:OCP CH2,ON")
     assert visa.query(":OUTP:OCP:QUES? CH2") == "NO"  # idle: 0.150 A
     psu.world.set_activity("printer", "printing")  # 1.600 A, nobody asks: the PSU notices
-    until(lambda: visa.query(":OUTP:OCP:QUES? CH2") == "YES", "OCP trip on CH2")
+    wait_for("OCP trip on CH2", lambda: visa.query(":OUTP:OCP:QUES? CH2") == "YES")
     assert visa.query(":OUTP? CH2") == "OFF"
     assert not alive(printer)
     assert "OCP trip: 1.600 A > 1.000 A" in psu.log_text()
@@ -315,14 +210,14 @@ def test_a_device_booted_from_a_client_outlives_that_client(psu: RunningPsu) -> 
     threads = psu.threads()
     manager, other = open_visa(psu)
     try:
-        until(lambda: psu.threads() == threads + 1, "the client's thread")
+        wait_for("the client's thread", lambda: psu.threads() == threads + 1)
         terminal = psu.pid("terminal")
         other.write(":OUTP CH1,OFF;:OUTP CH1,ON")
         rebooted = psu.wait_for_boot("terminal", not_pid=terminal)
     finally:
         other.close()
         manager.close()
-    until(lambda: psu.threads() == threads, "the client's thread to end")
+    wait_for("the client's thread to end", lambda: psu.threads() == threads)
     _, visa = open_visa(psu)
     try:
         assert visa.query(":OUTP? CH1") == "ON"
@@ -360,7 +255,7 @@ def test_inherited_fds_reach_every_device_across_power_cycles(tmp_path: Path) ->
     try:
         terminal = psu.wait_for_boot("terminal")
         printer = psu.wait_for_boot("printer")
-        until(lambda: {f"terminal {terminal}", f"printer {printer}"} <= lines(), "fd writes")
+        wait_for("fd writes", lambda: {f"terminal {terminal}", f"printer {printer}"} <= lines())
         manager, visa = open_visa(psu)
         try:
             visa.write(":OUTP CH1,OFF")
@@ -369,7 +264,7 @@ def test_inherited_fds_reach_every_device_across_power_cycles(tmp_path: Path) ->
         finally:
             visa.close()
             manager.close()
-        until(lambda: f"terminal {rebooted}" in lines(), "the rebooted terminal's fd write")
+        wait_for("the rebooted terminal's fd write", lambda: f"terminal {rebooted}" in lines())
     finally:
         stop_psu(psu)
         os.close(read_end)
