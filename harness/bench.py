@@ -48,9 +48,20 @@ def terminal_port(rig: Rig) -> str:
 
 
 def clean_steps(
-    rig: Rig, power: Any, network: Any, printer: Any, sim_host: Any
+    rig: Rig,
+    power: Any,
+    network: Any,
+    printer: Any,
+    sim_host: Any,
+    *,
+    terminal_recovers: bool = False,
 ) -> Iterator[tuple[str, Callable[[], Any]]]:
-    """The rig's clean state, step by step: what `Bench.reset()` and the guard both restore."""
+    """The rig's clean state, step by step: what `Bench.reset()` and the guard both restore.
+
+    `terminal_recovers`: the terminal is up and about to get its recovery time, so a jam the
+    tap faked is only cleared, and the terminal must send the DLE ENQ itself (recovering on
+    its behalf would hide whether it does, and drop the receipt it still owes).
+    """
     from harness.drivers.printer import TapPrinterFaults
 
     if power is not None:
@@ -58,7 +69,9 @@ def clean_steps(
     if network is not None:
         yield "network: every toxic removed, every proxy enabled", network.reset
     if printer is not None:
-        if isinstance(getattr(printer, "target", printer), TapPrinterFaults):
+        if isinstance(getattr(printer, "target", printer), TapPrinterFaults) and not (
+            terminal_recovers
+        ):
             # also drop what a jam left held, as an operator's recovery would
             yield "printer: faults cleared", lambda: printer.clear(recover=2)
         else:
@@ -284,8 +297,9 @@ class Bench:
         return self.scheduler.after(event, offset_ms, fault, match)
 
     # -- clean state ---------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Heal every applied fault (reverse order), then restore the rig's clean state."""
+    def reset(self, *, terminal_recovers: bool = False) -> None:
+        """Heal every applied fault (reverse order), then restore the rig's clean state
+        (`terminal_recovers`: see `clean_steps`)."""
         with self._lock:
             self.scheduler.cancel_all()
             problems: list[str] = []
@@ -296,7 +310,7 @@ class Bench:
                     except Exception as exc:
                         problems.append(f"{applied.fault.label}: {exc}")
             self.applied.clear()
-            for name, step in self._clean_steps():
+            for name, step in self._clean_steps(terminal_recovers):
                 try:
                     step()
                 except Exception as exc:
@@ -307,9 +321,16 @@ class Bench:
                     "the bench is not clean: " + "; ".join(problems) + " (check the devices)"
                 )
 
-    def _clean_steps(self) -> Iterator[tuple[str, Callable[[], Any]]]:
+    def _clean_steps(self, terminal_recovers: bool) -> Iterator[tuple[str, Callable[[], Any]]]:
         host = self.host if isinstance(getattr(self.host, "target", None), SimLedger) else None
-        return clean_steps(self.rig, self.power, self.network, self.printer, host)
+        return clean_steps(
+            self.rig,
+            self.power,
+            self.network,
+            self.printer,
+            host,
+            terminal_recovers=terminal_recovers,
+        )
 
     # -- events --------------------------------------------------------------------------------
     def watch_wire(self, pcap_path: Path) -> Any:

@@ -1,10 +1,11 @@
 """Gather a scenario's evidence from the bench, after giving it its recovery time.
 
-When a scenario ends: every fault is healed, then the bench gets up to the rig's recovery
-time for the terminal to answer again and for every transaction in doubt to reach the same
-final state on the host and in the terminal's journal. Then the three records are read through
-the channels a real bench has: the terminal over the ECR link (repeat receipt per trace, with
-the ECR printing so the queries add nothing to the paper; end of day for the totals), the
+When a scenario ends: every fault is healed (a jam only cleared: the DLE ENQ that recovers the
+printer is the terminal's job, and part of what is tested), then the bench gets up to the rig's
+recovery time for the terminal to answer again and for every transaction in doubt to reach the
+same final state on the host and in the terminal's journal. Then the three records are read
+through the channels a real bench has: the terminal over the ECR link (repeat receipt per trace,
+with the ECR printing so the queries add nothing to the paper; end of day for the totals), the
 host's export, and the receipts (the paper roll on the simulated bench, the tap elsewhere).
 Anything that cannot be read becomes a read error: the oracle then says "unknown", never "ok".
 """
@@ -443,7 +444,7 @@ def collect(scenario: Scenario, baseline: Baseline, recovery_s: float) -> Eviden
     bench = scenario.bench
     collector = Collector(scenario, baseline, recovery_s)
     try:
-        bench.reset()
+        bench.reset(terminal_recovers=True)
     except BenchResetError as exc:
         collector.read_errors.append(str(exc))
     unresolved = collector.recover()

@@ -23,7 +23,7 @@ from harness.faults import AppliedFault, Fault, MissingEquipment
 from harness.protocols.cards import with_luhn
 from harness.records import Order
 from harness.rig import Rig
-from harness.timing import BenchEvent, Scheduled
+from harness.timing import BenchEvent, Scheduled, sleep_until
 
 
 def bench_card(rig: Rig, number: int = 1) -> Card:
@@ -196,6 +196,12 @@ class Scenario:
         return self.bench.inject(fault)
 
     def heal(self, applied: AppliedFault) -> None:
+        self.bench.heal(applied)
+
+    def heal_after(self, applied: AppliedFault, held_s: float) -> None:
+        """Heal once the fault has been in effect for `held_s`: how long it lasts is part of
+        the scenario (a jam the cashier clears at once is another field case)."""
+        sleep_until(applied.effective_at + held_s)
         self.bench.heal(applied)
 
     def after(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from harness.drivers.interfaces import Outcome
@@ -30,12 +28,16 @@ def test_paper_runs_out_mid_receipt(scenario: Scenario) -> None:
 
 
 @pytest.mark.needs("printer_tap")
-def test_cutter_jam_mid_receipt_is_reprinted_as_a_copy(scenario: Scenario) -> None:
-    """F11: a jam mid-receipt; after clearing, the receipt is reprinted, marked as a copy."""
-    jam = scenario.after("receipt_first_byte", 10, scenario.faults.jam())
+def test_cutter_jam_after_the_status_check_loses_the_receipt(scenario: Scenario) -> None:
+    """F11: the terminal checks the printer (all fine), and the cutter jams before the receipt
+    goes out: the printer swallows the receipt and prints nothing. After clearing, the terminal
+    must notice the receipt never came out (its print barrier went unanswered) and print it
+    again, marked as a copy since it cannot know how much reached the paper."""
+    jam = scenario.after(
+        "printer_status_query", 3, scenario.faults.jam(), match=lambda e: e.data.get("n") == 4
+    )
     result = scenario.sale()
-    time.sleep(0.5)
-    scenario.heal(jam.wait(5))
+    scenario.heal_after(jam.wait(5), held_s=0.5)
     assert result.outcome is Outcome.PAID
 
 
