@@ -193,32 +193,32 @@ def terminal(scenario: Any) -> Any:
     return scenario.bench.terminal
 
 
+def _equipment(scenario: Any, attribute: str, section: str) -> Any:
+    """The bench's driver for a rig section; a rig without that section skips the test."""
+    driver = getattr(scenario.bench, attribute)
+    if driver is None:
+        pytest.skip(f"the rig {scenario.rig.path} has no [{section}]")
+    return driver
+
+
 @pytest.fixture
 def net(scenario: Any) -> Any:
-    if scenario.bench.network is None:
-        pytest.skip(f"the rig {scenario.rig.path} has no [network]")
-    return scenario.bench.network
+    return _equipment(scenario, "network", "network")
 
 
 @pytest.fixture
 def power(scenario: Any) -> Any:
-    if scenario.bench.power is None:
-        pytest.skip(f"the rig {scenario.rig.path} has no [psu]")
-    return scenario.bench.power
+    return _equipment(scenario, "power", "psu")
 
 
 @pytest.fixture
 def printer(scenario: Any) -> Any:
-    if scenario.bench.printer is None:
-        pytest.skip(f"the rig {scenario.rig.path} has no [printer]")
-    return scenario.bench.printer
+    return _equipment(scenario, "printer", "printer")
 
 
 @pytest.fixture
 def host(scenario: Any) -> Any:
-    if scenario.bench.host is None:
-        pytest.skip(f"the rig {scenario.rig.path} has no [host]")
-    return scenario.bench.host
+    return _equipment(scenario, "host", "host")
 
 
 # -- the oracle, after the test body ---------------------------------------------------------------
