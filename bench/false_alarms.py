@@ -2,9 +2,10 @@
 
 Every failure here is a false alarm (the `correct` firmware has no defect to find). Runs
 `hil run` once per seed, each on its own private simulated rig (free ports), `--parallel` at a
-time, and prints per seed how many scenarios ran and failed, then the total.
+time, and prints per seed how many scenarios ran and failed, then the total. Every run's
+evidence stays under --out (default .hil/false-alarms/<timestamp>/run-<seed>/).
 
-Run: .venv/bin/python bench/false_alarms.py [--seeds 20] [--parallel 2] [-k EXPR]
+Run: .venv/bin/python bench/false_alarms.py [--seeds 20] [--parallel 2] [-k EXPR] [--out DIR]
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,15 +38,16 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("-k", dest="select", default=None)
+    parser.add_argument("--out", default=None, help="default .hil/false-alarms/<timestamp>")
     args = parser.parse_args()
     os.chdir(ROOT)  # `hil run` finds the project's scenarios/ from here
+    # kept, not a temporary directory: a false alarm is only worth its evidence
+    out = Path(args.out or Path(".hil") / "false-alarms" / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with (
-        tempfile.TemporaryDirectory(prefix="hil-false-alarms-") as tmp,
-        ThreadPoolExecutor(max_workers=args.parallel) as pool,
-    ):
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         seeds = range(1, args.seeds + 1)
-        results = list(pool.map(lambda s: one_seed(s, Path(tmp), args.select), seeds))
+        results = list(pool.map(lambda s: one_seed(s, out.resolve(), args.select), seeds))
     alarms = [(seed, f) for seed, r in zip(seeds, results, strict=True) for f in failed(r)]
     broken = [(seed, r.error) for seed, r in zip(seeds, results, strict=True) if r.error]
     for seed, r in zip(seeds, results, strict=True):
@@ -61,7 +62,7 @@ def main() -> int:
         f"\ncorrect firmware, {args.seeds} seeds, "
         f"{sum(len(r.outcomes) for r in results)} scenario runs: "
         f"{len(alarms)} false alarm(s); wall time {time.monotonic() - started:.0f} s "
-        f"with {args.parallel} rig(s) in parallel"
+        f"with {args.parallel} rig(s) in parallel; evidence in {out}/run-<seed>/"
     )
     return 0 if not alarms and not broken else 1
 
