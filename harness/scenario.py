@@ -57,6 +57,9 @@ class Scenario:
         self._lock = threading.Lock()
         self._amounts = itertools.count(1)
         self.card = bench_card(self.rig)
+        self._host_before: set[tuple[str, int, int]] | None = None
+        if bench.host is not None:
+            self._host_before = {(e.tid, e.stan, e.batch) for e in bench.host.entries()}
         self._host_rules: list[dict[str, Any]] = [
             {k: v for k, v in vars(rule).items() if v is not None}
             for rule in (self.rig.sim.host.rules if self.rig.sim else ())
@@ -168,10 +171,19 @@ class Scenario:
         return Fault("operator", "ecr_crash", "ecr", {}, self.ecr_crash, self.ecr_restart)
 
     def wait_until_host_has(self, amount: int, timeout_s: float = 10.0) -> None:
-        """Block until the host recorded a transaction of this amount (it decided)."""
+        """Block until the host recorded a new transaction of this amount (it decided).
+
+        New: not in the ledger when this scenario began (an earlier scenario may have used the
+        same amount; its entry must not release the wait before this sale reached the host).
+        """
         host: Any = self.bench.host
+        if self._host_before is None:
+            raise RuntimeError("wait_until_host_has needs a [host] the harness can read")
+        before = self._host_before
         deadline = time.monotonic() + timeout_s
-        while not any(e.amount == amount for e in host.entries()):
+        while not any(
+            e.amount == amount and (e.tid, e.stan, e.batch) not in before for e in host.entries()
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the host recorded no transaction of {amount} in {timeout_s} s")
             time.sleep(0.02)  # the host's export is polled: it has no push channel
