@@ -228,3 +228,9 @@ def _assert_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+
+
+def test_a_device_log_tail_includes_the_log_the_device_keeps_itself(bench: SimBench) -> None:
+    """A start failure quotes the device's own log: the tap keeps it under <state>/tap/logs."""
+    tail = bench.log_tail("tap")
+    assert "printer-tap.log" in tail and "tap up" in tail

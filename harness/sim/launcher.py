@@ -251,8 +251,10 @@ class SimBench:
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         chunks = []
-        for suffix in (".log", ".out"):
-            path = self.state_dir / "logs" / f"{name}{suffix}"
+        logs = self.state_dir / "logs"
+        # a device that keeps its own log elsewhere (the tap: <state>/tap/logs/printer-tap.log)
+        own = sorted(set(self.state_dir.glob(f"*/logs/*{name}.log")))
+        for path in [logs / f"{name}.log", logs / f"{name}.out", *own]:
             if path.exists():
                 tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
                 chunks.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
