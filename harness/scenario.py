@@ -225,6 +225,16 @@ class Scenario:
     ) -> Scheduled:
         return self.bench.after(event, offset_ms, fault, match)
 
+    def wait_for(
+        self,
+        event: str,
+        match: Callable[[BenchEvent], bool] | None = None,
+        timeout_s: float = 10.0,
+    ) -> BenchEvent:
+        """Block until the bench observes the next matching event (e.g. a request on the wire):
+        act on what the devices did, not on a guess of how long they take."""
+        return self.bench.events.expect(event, match).wait(timeout_s)
+
     def no_faults(self) -> None:
         """This scenario injects nothing on purpose (a baseline): passing proves something."""
         self.expects_faults = False

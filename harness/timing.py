@@ -55,6 +55,40 @@ class EventBus:
         for subscriber in subscribers:
             subscriber(event)
 
+    def expect(self, name: str, match: Callable[[BenchEvent], bool] | None = None) -> Expected:
+        """Listen for the next matching event from now on: subscribe before the act that
+        causes it, then `wait` (an event cannot slip between the act and the wait)."""
+        return Expected(self, name, match)
+
+
+class Expected:
+    """The first `name` event (that `match` accepts) published after this was created."""
+
+    def __init__(
+        self, bus: EventBus, name: str, match: Callable[[BenchEvent], bool] | None
+    ) -> None:
+        self.name = name
+        self._match = match
+        self._seen: BenchEvent | None = None
+        self._arrived = threading.Event()
+        self._unsubscribe = bus.subscribe(self._on_event)
+
+    def _on_event(self, event: BenchEvent) -> None:
+        wanted = event.name == self.name and (self._match is None or self._match(event))
+        if wanted and self._seen is None:
+            self._seen = event
+            self._arrived.set()
+
+    def wait(self, timeout: float) -> BenchEvent:
+        """The event; TimeoutError naming it when it did not come within `timeout` s."""
+        try:
+            if not self._arrived.wait(timeout):
+                raise TimeoutError(f"no {self.name!r} event within {timeout} s")
+            assert self._seen is not None
+            return self._seen
+        finally:
+            self._unsubscribe()
+
 
 def sleep_until(target: float) -> float:
     """Wait for a monotonic instant: sleep most of the way, spin the rest; returns now."""

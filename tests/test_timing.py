@@ -44,3 +44,27 @@ def test_cancelled_schedules_never_fire() -> None:
     bus.publish(BenchEvent("sale_started", time.monotonic()))
     scheduler.close()
     assert fired == [] and scheduled.cancelled
+
+
+def test_expect_returns_the_first_matching_event_published_after_it() -> None:
+    bus = EventBus()
+    bus.publish(BenchEvent("host_request", 1.0, {"mti": "0400"}))  # before: not it
+    expected = bus.expect("host_request", match=lambda e: e.data["mti"] == "0400")
+    bus.publish(BenchEvent("host_request", 2.0, {"mti": "0200"}))  # no match
+    bus.publish(BenchEvent("host_response", 3.0, {"mti": "0400"}))  # other event
+    bus.publish(BenchEvent("host_request", 4.0, {"mti": "0400"}))
+    bus.publish(BenchEvent("host_request", 5.0, {"mti": "0400"}))  # later: not it
+    assert expected.wait(1).t == 4.0
+    assert not bus._subscribers  # the wait unsubscribed
+
+
+def test_expect_times_out_naming_the_event() -> None:
+    bus = EventBus()
+    expected = bus.expect("receipt_cut")
+    try:
+        expected.wait(0.05)
+    except TimeoutError as exc:
+        assert "receipt_cut" in str(exc)
+    else:
+        raise AssertionError("no event was published, the wait must time out")
+    assert not bus._subscribers
