@@ -21,6 +21,8 @@ from pathlib import Path
 
 import requests
 
+from harness.sim.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = bytes(range(200))
 BLOCK = 500
@@ -60,11 +62,6 @@ print(echo.getsockname()[1], sink.getsockname()[1], flush=True)
 threading.Thread(target=accept, args=(echo, serve_echo), daemon=True).start()
 sys.stdin.read()  # runs until the bench closes our stdin
 """
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        return int(sock.getsockname()[1])
 
 
 def connect(port: int) -> socket.socket:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.sim.rigs import FIXED_PORTS, SIM_RIG, free_port
+from harness.sim.ports import free_port
+from harness.sim.rigs import FIXED_PORTS, SIM_RIG
 
 __all__ = ["FIXED_PORTS", "SIM_RIG", "free_port", "make_sim_rig"]
 

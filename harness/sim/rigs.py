@@ -2,23 +2,18 @@
 
 Tests, benchmarks and parallel runs each get a bench that never collides with another one (or
 with a developer's bench on the documented ports): every fixed port of the shipped rig is
-swapped, consistently, for a free one.
+swapped, consistently, for a free one (harness/sim/ports.py says which).
 """
 
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
+
+from harness.sim.ports import free_port
 
 SIM_RIG = Path(__file__).resolve().parents[2] / "rigs" / "sim.toml"
 FIXED_PORTS = ("8583", "8580", "9100", "9101", "9102", "5025", "20007", "8474", "18583")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def derive_sim_rig(
