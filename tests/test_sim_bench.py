@@ -5,6 +5,7 @@ Each test starts its own bench on free ports in a private state dir and stops it
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from harness.drivers.interfaces import Outcome, SaleResult
 from harness.rig import Rig, load_rig
-from harness.sim.launcher import SimBench
+from harness.sim.launcher import BenchStartError, SimBench
 from harness.sim.paper_roll import read_roll
 from tests.benchutil import (
     CARD,
@@ -234,3 +235,24 @@ def test_a_device_log_tail_includes_the_log_the_device_keeps_itself(bench: SimBe
     """A start failure quotes the device's own log: the tap keeps it under <state>/tap/logs."""
     tail = bench.log_tail("tap")
     assert "printer-tap.log" in tail and "tap up" in tail
+
+
+def test_a_second_bench_on_the_same_rig_is_refused_and_leaves_the_first_intact(rig: Rig) -> None:
+    """Two runs on one rig file: the second used to wipe the first's state and ECR line."""
+    with running_bench(rig) as first:
+        second = SimBench(rig, fresh=True)
+        with pytest.raises(BenchStartError, match=f"in use by pid {os.getpid()} "):
+            second.start()
+        assert first.endpoints is not None and first.endpoints.terminal_serial.exists()
+        card_slot(rig).present(CARD)
+        terminal = serial_terminal(rig, first)
+        try:
+            assert terminal.sale("order-52", 5200).outcome is Outcome.PAID
+        finally:
+            terminal.close()
+    lock = first.state_dir.with_name(first.state_dir.name + ".lock")
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # stopped: the rig is free again
+    finally:
+        os.close(fd)

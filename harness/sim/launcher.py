@@ -10,6 +10,8 @@ Every child dies with its parent, and `stop()` reaps them all, so no process or 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import fcntl
 import logging
 import os
 import shutil
@@ -78,6 +80,7 @@ class SimBench:
         self.fresh = fresh
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._pty: tuple[int, int] | None = None
+        self._claim: int | None = None  # fd holding the lock on the rig's state dir
         self.endpoints: Endpoints | None = None
 
     def __enter__(self) -> SimBench:
@@ -101,6 +104,7 @@ class SimBench:
             raise
 
     def _start(self) -> Endpoints:
+        self._claim_state_dir()
         if self.fresh and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         for sub in ("logs", "terminal", "printer", "host", "psu", "world"):
@@ -188,6 +192,27 @@ class SimBench:
                 f"http://{tap.control}   record {self.state_dir / 'tap'}"
             )
         return lines
+
+    def _claim_state_dir(self) -> None:
+        """One bench per state dir: a second start on the same rig would wipe the first one's
+        journal and ECR line mid-run. The lock ends with this process, however it ends."""
+        lock = self.state_dir.with_name(self.state_dir.name + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise BenchStartError(
+                f"{self.rig.path}: its simulated bench ({self.state_dir}) is in use by {holder}; "
+                "stop that run first, or run this one on a rig with its own [sim] state_dir and "
+                "ports (hil run --parallel derives one per worker)"
+            ) from None
+        os.ftruncate(fd, 0)
+        when = dt.datetime.now().isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:120]}, since {when})".encode(), 0)
+        self._claim = fd
 
     def _check_ports_free(self) -> None:
         for name, address in self._ports():
@@ -355,6 +380,9 @@ class SimBench:
                     os.close(fd)
             self._pty = None
             ecr_pty_link(self.state_dir).unlink(missing_ok=True)
+        if self._claim is not None:
+            os.close(self._claim)  # releases the lock on the state dir
+            self._claim = None
 
 
 def _pair(address: Address) -> tuple[str, int]:
