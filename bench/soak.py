@@ -26,12 +26,14 @@ sys.path.insert(0, str(ROOT))
 from harness.bench import Bench  # noqa: E402
 from harness.drivers.interfaces import Outcome  # noqa: E402
 from harness.evidence import collect, take_baseline  # noqa: E402
+from harness.faults import AppliedFault  # noqa: E402
 from harness.history import History  # noqa: E402
 from harness.oracle import check, render_text  # noqa: E402
 from harness.rig import load_rig  # noqa: E402
 from harness.scenario import Scenario, ScenarioInfo  # noqa: E402
 from harness.sim.launcher import SimBench  # noqa: E402
 from harness.sim.rigs import derive_sim_rig  # noqa: E402
+from harness.timing import Scheduled  # noqa: E402
 
 FAULTS = ("none", "none", "response_lost", "request_lost", "jam", "paper_out", "glitch")
 
@@ -60,9 +62,10 @@ def main() -> int:
                 kind = rng.choice(FAULTS)
                 mix[kind] += 1
                 try:
-                    applied = None
+                    armed: Scheduled | None = None
+                    applied: AppliedFault | None = None
                     if kind == "glitch":
-                        applied = scenario.after(
+                        armed = scenario.after(
                             "sale_started",
                             rng.randrange(0, 60),
                             scenario.faults.power_glitch("terminal", off_ms=30),
@@ -72,10 +75,10 @@ def main() -> int:
                     with scenario.ecr_timeout(4):
                         result = scenario.sale()
                     outcomes[result.outcome.value] += 1
-                    if kind == "glitch" and applied is not None:
-                        applied = applied.wait(5)
+                    if armed is not None:
+                        applied = armed.wait(5)
                     if applied is not None:
-                        scenario.heal(applied)  # type: ignore[arg-type]
+                        scenario.heal(applied)
                 except Exception:
                     errors.append(traceback.format_exc(limit=3))
                     bench.reset()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness.drivers.interfaces import Outcome
+from harness.drivers.interfaces import Outcome, Terminal
 from harness.scenario import Scenario
 from harness.timing import BenchEvent
 
@@ -45,7 +45,7 @@ def test_cancel_during_card_wait(scenario: Scenario) -> None:
     assert terminal is not None
     join = scenario.sale_in_background()
     deadline = time.monotonic() + 5
-    target = getattr(terminal, "target", terminal)
+    target: Terminal = getattr(terminal, "target", terminal)  # polled: not in the history
     while not target.abort() and time.monotonic() < deadline:
         time.sleep(0.02)  # abort() is refused until the sale is actually running
     result = join(10)

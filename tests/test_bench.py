@@ -200,13 +200,10 @@ def test_guard_restores_the_bench_when_the_harness_is_killed(
     wait_for("the guard to restore the bench", lambda: is_clean(rig), timeout=5)
     restored_in = time.monotonic() - killed_at
     assert restored_in < 3.0, f"the guard took {restored_in:.1f} s"
+    guard_log_path = tmp_path / "child" / "guard.log"
     guard_log = wait_for(
         "the guard to finish",
-        lambda: (
-            (text := (tmp_path / "child" / "guard.log").read_text())
-            and "restored in" in text
-            and text
-        ),
+        lambda: text if "restored in" in (text := guard_log_path.read_text()) else None,
     )
     assert "restoring" in guard_log and "could not" not in guard_log
     history = History(tmp_path / "next" / "history.jsonl")
@@ -251,7 +248,8 @@ def test_a_fault_lands_at_its_offset_from_the_request_on_the_wire(
     """Lose the answer 80 ms after the 0200 reached the host link (the host answers at 1.5 s)."""
     rig = bench_rig(tmp_path)
     with running_bench(rig), Bench.open(rig, history, guard=False) as bench:
-        assert bench.cards is not None and bench.terminal is not None
+        terminal = bench.terminal
+        assert bench.cards is not None and terminal is not None
         bench.watch_wire(tmp_path / "run" / "link.pcap")
         bench.cards.present(CARD)
         scheduled = bench.after(
@@ -261,7 +259,7 @@ def test_a_fault_lands_at_its_offset_from_the_request_on_the_wire(
             match=lambda e: e.data["mti"] == "0200",
         )
         results: list[SaleResult] = []
-        sale = threading.Thread(target=lambda: results.append(bench.terminal.sale("timed", 4242)))
+        sale = threading.Thread(target=lambda: results.append(terminal.sale("timed", 4242)))
         sale.start()
         applied = scheduled.wait(10)
         sale.join(timeout=30)

@@ -29,7 +29,6 @@ import iso8583 as pyiso
 import pytest
 from iso8583.specs import default_ascii
 
-from harness.drivers import host as drivers_host
 from harness.drivers.host import (
     HostLedgerError,
     SettlementCsvLedger,
@@ -40,6 +39,7 @@ from harness.drivers.host import (
 from harness.drivers.interfaces import LedgerEntry, LedgerTotals
 from harness.protocols import iso8583 as iso
 from harness.protocols.cards import mask_pan, with_luhn
+from harness.protocols.settlement_csv import CSV_HEADER
 from harness.rig import Address, HostConfig, load_rig
 from harness.sim import host as sim_host
 from tests.simrig import free_port, make_sim_rig
@@ -648,7 +648,7 @@ def test_csv_ledger_refuses_a_wrong_header_or_row(tmp_path: Path) -> None:
     path.write_text("tid,stan\n1,2\n", encoding="utf-8")
     with pytest.raises(HostLedgerError, match="header is tid,stan"):
         SettlementCsvLedger(path).entries()
-    header = ",".join(drivers_host.CSV_HEADER)
+    header = ",".join(CSV_HEADER)
     path.write_text(f"{header}\n29110001,x,1,100,978,476173******0011,1,2,00,captured,t,\n")
     with pytest.raises(HostLedgerError, match=r"bad\.csv:2: malformed"):
         SettlementCsvLedger(path).entries()

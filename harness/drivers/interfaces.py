@@ -123,6 +123,10 @@ class Terminal(Protocol):
 
     def end_of_day(self) -> EndOfDayResult: ...
 
+    def abort(self) -> bool:
+        """The ECR cancels the running sale (the customer walked away); False if none runs."""
+        ...
+
     def close(self) -> None: ...
 
 
