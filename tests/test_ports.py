@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from harness.sim import ports
 from harness.sim.ports import BLOCK, CLAIMS, EPHEMERAL_RANGE, free_port, port_range
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,3 +59,20 @@ def test_processes_deriving_rigs_at_once_never_share_a_port() -> None:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("ephemeral", "expected"),
+    [
+        ("32768\t60999", range(21000, 32768)),  # Linux's default: below it
+        ("1024\t60000", range(60001, 65536)),  # little below: above it
+        ("1024\t65535", range(21000, 65536)),  # nothing outside: anything above LOWEST
+    ],
+)
+def test_the_range_avoids_the_ephemeral_ports_where_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ephemeral: str, expected: range
+) -> None:
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text(ephemeral + "\n")
+    monkeypatch.setattr(ports, "EPHEMERAL_RANGE", setting)
+    assert ports.port_range() == expected

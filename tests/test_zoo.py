@@ -59,5 +59,8 @@ def test_hil_zoo_catches_every_profile_with_its_invariant(tmp_path: Path) -> Non
     for profile, target in TARGETS.items():
         broken = set(matrix[profile]["broken"])
         assert target.expected & broken, (profile, broken)
+        for scenario, cells in matrix[profile]["scenarios"].items():  # each target catches it
+            failed = {i for i, v in cells.items() if v == "fail"}
+            assert target.expected & failed, (profile, scenario, cells)
     assert proc.returncode == 0
     assert "every profile caught" in proc.stdout

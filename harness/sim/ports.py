@@ -31,13 +31,15 @@ _next: list[int] = []  # ports of the current block not handed out yet
 
 
 def port_range() -> range:
-    """Ports below the kernel's ephemeral range (or above it when too little lies below)."""
+    """Ports outside the kernel's ephemeral range: below it, else above it, else (a kernel
+    whose ephemeral range covers nearly everything) any unprivileged port above LOWEST."""
     low, high = 32768, 60999
     with contextlib.suppress(OSError, ValueError):
         low, high = (int(v) for v in EPHEMERAL_RANGE.read_text().split())
-    if low - LOWEST >= 64 * BLOCK:
-        return range(LOWEST, low)
-    return range(high + 1, 65536)
+    for candidate in (range(LOWEST, low), range(max(high + 1, LOWEST), 65536)):
+        if len(candidate) >= 64 * BLOCK:
+            return candidate
+    return range(LOWEST, 65536)
 
 
 def free_port() -> int:
