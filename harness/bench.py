@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
+from harness.closing import Closing
 from harness.drivers.cards import SimCardSlot
 from harness.drivers.host import SimLedger, open_ledger
 from harness.drivers.interfaces import Card, CardPresenter, HostLedger, Terminal
@@ -107,7 +108,7 @@ class RememberingPresenter:
         return data
 
 
-class Bench:
+class Bench(Closing):
     """An opened bench; use as a context manager or call `close()`."""
 
     def __init__(self, rig: Rig, history: History) -> None:
@@ -417,14 +418,3 @@ class Bench:
             if self._previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
                 self._previous_sigterm = None
-
-    def __enter__(self) -> Bench:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -39,6 +39,8 @@ import toxiproxy.api  # type: ignore[import-untyped, unused-ignore]
 from toxiproxy import Toxiproxy  # type: ignore[import-untyped, unused-ignore]
 from toxiproxy.proxy import Proxy as ClientProxy  # type: ignore[import-untyped, unused-ignore]
 
+from harness.closing import Closing
+
 log = logging.getLogger("harness.drivers.network")
 
 # toxiproxy-python keeps its endpoint and its `requests` module in process-wide globals; this lock
@@ -166,7 +168,7 @@ class _Flapper:
                 log.error("flapping %s could not re-enable the proxy: %s", self.proxy, exc)
 
 
-class Network:
+class Network(Closing):
     """Drives one toxiproxy server; proxies only towards `allow_upstreams` ("host:port")."""
 
     def __init__(
@@ -228,12 +230,6 @@ class Network:
         for fault_id in list(self._flappers):
             self._stop_flapper(fault_id)
         self._session.close()
-
-    def __enter__(self) -> Network:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- plain API ----------------------------------------------------------------------------
 

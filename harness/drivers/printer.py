@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from harness.closing import Closing
 from harness.json_http import call_json
 from harness.rig import Address, PrinterConfig
 from harness.sim.world import PrinterPhysical, World
@@ -257,7 +257,7 @@ class TapClient:
         return document
 
 
-class EventStream:
+class EventStream(Closing):
     """The tap's /events as an iterator of `TapEvent` (one HTTP/1.0 response, JSON lines).
 
     The tap writes an empty line every second; no line within `timeout_s` raises
@@ -324,19 +324,8 @@ class EventStream:
         self._file.close()
         self._sock.close()
 
-    def __enter__(self) -> EventStream:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class Subscription:
+class Subscription(Closing):
     """A background thread feeding tap events to a callback; `close()` stops and joins it."""
 
     def __init__(self, stream: EventStream, callback: Callable[[TapEvent], None]) -> None:
@@ -369,17 +358,6 @@ class Subscription:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5.0)
         self._stream.close()
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class TapPrinterFaults:

@@ -33,6 +33,7 @@ from pyvisa import constants
 from pyvisa.errors import VisaIOError
 from pyvisa.resources import MessageBasedResource
 
+from harness.closing import Closing
 from harness.protocols.scpi import DIALECTS, Dialect
 from harness.rig import PsuConfig, PsuOutput
 
@@ -177,7 +178,7 @@ def hold_until(deadline: float) -> None:
         pass
 
 
-class ScpiPsu:
+class ScpiPsu(Closing):
     """A `Power` over pyvisa and one `Dialect`; owns its VISA session (not the shared manager).
 
     Opening asks *IDN? (kept in `idn`), so a driver that exists has heard its instrument.
@@ -513,12 +514,6 @@ class ScpiPsu:
                 return
             self._closed = True
             self._resource.close()
-
-    def __enter__(self) -> ScpiPsu:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- commands --------------------------------------------------------------------------------
     def _output(self, name: str) -> PsuOutput:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import serial
 
+from harness.closing import Closing
 from harness.drivers.interfaces import (
     EndOfDayResult,
     Outcome,
@@ -396,7 +397,7 @@ class _Conversation:
         return tuple(lines)
 
 
-class ZvtTerminal:
+class ZvtTerminal(Closing):
     """A payment terminal driven over ZVT; see the module docstring for the outcome rules."""
 
     def __init__(
@@ -438,12 +439,6 @@ class ZvtTerminal:
         except _LinkDown as exc:
             self._evidence.close()
             raise ZvtNoAnswer(f"{exc}{self._evidence.where()}") from exc
-
-    def __enter__(self) -> ZvtTerminal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def last_printout(self) -> tuple[str, ...]:

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
+
+from harness.closing import Closing
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def roll_path(state_dir: Path) -> Path:
     return Path(state_dir) / "printer" / "paper-roll.jsonl"
 
 
-class PaperRollWriter:
+class PaperRollWriter(Closing):
     """Appends physical events to the roll file; safe to call from several threads."""
 
     def __init__(self, path: Path) -> None:
@@ -54,17 +55,6 @@ class PaperRollWriter:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-    def __enter__(self) -> PaperRollWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _append(self, fields: dict[str, Any]) -> None:
         record = {
