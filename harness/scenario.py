@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,9 @@ class Scenario:
         self.expects_faults = True
         self._lock = threading.Lock()
         self._amounts = itertools.count(1)
+        # order ids must never repeat, across parametrised cases, runs and replays: a terminal
+        # asked "how did order X end?" after a power cut answers with whatever it has for X
+        self._order_token = secrets.token_hex(3)
         self.card = bench_card(self.rig)
         self._host_before: set[tuple[str, int, int]] | None = None
         if bench.host is not None:
@@ -77,7 +81,8 @@ class Scenario:
         terminal = self.bench.terminal
         assert terminal is not None
         index = len(self.orders) + 1
-        order_id = order_id or f"{self.info.nodeid.rsplit('::', 1)[-1][:24]}-{index}"
+        name = self.info.nodeid.rsplit("::", 1)[-1]
+        order_id = order_id or f"{name[:16]}-{self._order_token}-{index}"
         amount = amount if amount is not None else self.unique_amount()
         started = time.monotonic()
         placeholder = Order(
