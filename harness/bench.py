@@ -188,6 +188,7 @@ class Bench(Closing):
             log_path=self.history.path.with_name("ecr-link.log"),
         )
         self._closers.append(terminal.close)
+        terminal.on_accepted = self._terminal_accepted
         self.terminal = self._traced(terminal, "terminal")
         default_proxy = next(iter(rig.network.proxies), None) if rig.network else None
         physical = None
@@ -394,6 +395,12 @@ class Bench(Closing):
         subscription = TapClient(self.rig.printer.tap.control).subscribe(on_event)
         self._closers.append(subscription.close)
         return subscription
+
+    def _terminal_accepted(self, command: str, t: float) -> None:
+        """The terminal took an ECR command (its 80 00 00): "terminal_accepted"."""
+        data = {"command": command}
+        self.history.record("event", name="terminal_accepted", at=t, source="ecr", data=data)
+        self.events.publish(BenchEvent("terminal_accepted", t, data))
 
     def _history_event(self, record: dict[str, Any]) -> None:
         if record.get("process") == "terminal" and record.get("type") == "invoke":

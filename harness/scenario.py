@@ -230,6 +230,20 @@ class Scenario:
     ) -> Scheduled:
         return self.bench.after(event, offset_ms, fault, match)
 
+    def after_receipt(self, offset_ms: float, fault: Fault) -> Scheduled:
+        """Arm `fault` `offset_ms` after the first byte of the first receipt printed once the
+        terminal took a sale from now on. A receipt an earlier scenario left owed (a terminal
+        prints those on its own schedule, maybe while this sale waits its turn) is not the one
+        the scenario names, and a fault anchored on it would land before the sale began."""
+        taken = self.bench.events.expect(
+            "terminal_accepted", match=lambda e: str(e.data.get("command")).startswith("sale")
+        )
+
+        def ours(event: BenchEvent) -> bool:
+            return taken.seen is not None and event.t >= taken.seen.t
+
+        return self.after("receipt_first_byte", offset_ms, fault, match=ours)
+
     def wait_for(
         self,
         event: str,

@@ -78,6 +78,12 @@ class Expected:
         if wanted and self._seen is None:
             self._seen = event
             self._arrived.set()
+            self._unsubscribe()
+
+    @property
+    def seen(self) -> BenchEvent | None:
+        """The event if it has arrived (without waiting)."""
+        return self._seen
 
     def wait(self, timeout: float) -> BenchEvent:
         """The event; TimeoutError naming it when it did not come within `timeout` s."""

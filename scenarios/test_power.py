@@ -71,7 +71,7 @@ def test_power_cut_right_after_the_answer_arrived(scenario: Scenario) -> None:
 @pytest.mark.parametrize("offset_ms", PRINT_STEPS_MS)
 def test_terminal_power_cut_while_printing(scenario: Scenario, offset_ms: int) -> None:
     """F9: the terminal dies while its receipt prints; after boot: one original, copies marked."""
-    cut = scenario.after("receipt_first_byte", offset_ms, scenario.faults.power_cut("terminal"))
+    cut = scenario.after_receipt(offset_ms, scenario.faults.power_cut("terminal"))
     with scenario.ecr_timeout(3):
         scenario.sale()
     scenario.heal(cut.wait(5))
@@ -81,7 +81,7 @@ def test_terminal_power_cut_while_printing(scenario: Scenario, offset_ms: int) -
 @pytest.mark.parametrize("offset_ms", PRINT_STEPS_MS[::2])
 def test_printer_power_cut_while_printing(scenario: Scenario, offset_ms: int) -> None:
     """F12: the printer loses power mid-receipt (buffer lost); the sale stays paid, reprinted."""
-    cut = scenario.after("receipt_first_byte", offset_ms, scenario.faults.power_cut("printer"))
+    cut = scenario.after_receipt(offset_ms, scenario.faults.power_cut("printer"))
     scenario.sale()
     scenario.heal(cut.wait(5))
 

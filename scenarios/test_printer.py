@@ -21,7 +21,7 @@ def test_paper_out_before_the_sale(scenario: Scenario) -> None:
 @pytest.mark.needs("printer_tap")
 def test_paper_runs_out_mid_receipt(scenario: Scenario) -> None:
     """F10: the roll ends while the receipt prints; after reload: one full receipt, once."""
-    out = scenario.after("receipt_first_byte", 10, scenario.faults.paper_out())
+    out = scenario.after_receipt(10, scenario.faults.paper_out())
     result = scenario.sale()
     scenario.heal(out.wait(5))
     assert result.outcome is Outcome.PAID
@@ -71,7 +71,7 @@ def test_paper_jam_tears_the_receipt_mid_print(scenario: Scenario) -> None:
     """F11: the paper jams in the printer itself halfway through (trace number printed);
     clearing it tears the printed part away. The receipt must be reprinted in full, marked as a
     copy: the torn half was the original."""
-    jam = scenario.after("receipt_first_byte", 40, scenario.faults.physical_jam())
+    jam = scenario.after_receipt(40, scenario.faults.physical_jam())
     result = scenario.sale()
     scenario.heal(jam.wait(5))
     assert result.outcome is Outcome.PAID

@@ -264,6 +264,33 @@ def test_approved_sale_is_paid_with_trace_and_receipt(transport: str, tmp_path: 
     assert "PAID" in text
 
 
+def test_the_instant_the_terminal_takes_a_command_is_reported(tmp_path: Path) -> None:
+    """80 00 00 = the terminal began working on the sale: the bench's "terminal_accepted"."""
+    taken: list[tuple[str, float]] = []
+
+    def slow_to_take(pt: FakePt) -> None:
+        auth = Authorization.from_apdu(pt.recv())
+        time.sleep(0.2)  # the fake terminal is busy with something else first
+        pt.send(ACK_APDU)
+        pt.tell(approved_info(auth), Completion())
+
+    with fake_terminal("tcp", slow_to_take) as (url, _), driver(url, tmp_path / "l") as terminal:
+        terminal.on_accepted = lambda command, t: taken.append((command, t))
+        result = terminal.sale("ORD-9", 900)
+    assert result.outcome is Outcome.PAID
+    assert [c for c, _ in taken] == ["sale order=ORD-9 amount=900"]
+    assert result.started + 0.2 <= taken[0][1] <= result.ended
+
+
+def test_a_failing_accept_listener_does_not_end_the_sale(tmp_path: Path) -> None:
+    def broken(command: str, t: float) -> None:
+        raise RuntimeError("listener bug")
+
+    with fake_terminal("tcp", approve) as (url, _), driver(url, tmp_path / "l") as terminal:
+        terminal.on_accepted = broken
+        assert terminal.sale("ORD-10", 1000).outcome is Outcome.PAID
+
+
 def test_declined_sale_is_not_paid_with_the_host_code(transport: str, tmp_path: Path) -> None:
     def decline(pt: FakePt) -> None:
         auth = Authorization.from_apdu(pt.recv())

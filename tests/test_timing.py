@@ -68,3 +68,13 @@ def test_expect_times_out_naming_the_event() -> None:
     else:
         raise AssertionError("no event was published, the wait must time out")
     assert not bus._subscribers
+
+
+def test_expect_can_be_polled_and_stops_listening_once_it_saw_the_event() -> None:
+    bus = EventBus()
+    expected = bus.expect("terminal_accepted")
+    assert expected.seen is None
+    bus.publish(BenchEvent("terminal_accepted", 7.0, {"command": "sale"}))
+    seen = expected.seen
+    assert seen is not None and seen.t == 7.0
+    assert not bus._subscribers  # nothing left listening, even though nobody waited

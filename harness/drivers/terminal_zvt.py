@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -432,6 +433,9 @@ class ZvtTerminal(Closing):
         self._abort = threading.Event()
         self._last_printout: tuple[str, ...] = ()
         self._closed = False
+        # called with (command, monotonic instant) when the terminal takes a command (its
+        # 80 00 00): the instant it began working on it, which the bench turns into an event
+        self.on_accepted: Callable[[str, float], None] | None = None
         self._evidence = _Evidence(log_path)
         self._link = _Link(port, self._evidence, ack_timeout_s)
         try:
@@ -692,6 +696,7 @@ class ZvtTerminal(Closing):
                             return
                         conv.acked = True
                         deadline = min(now + self.timeout_s, cap)
+                        self._accepted(conv.name, now)
                     elif abort_acks:
                         abort_acks -= 1
                         if isinstance(message, Nack):
@@ -715,6 +720,13 @@ class ZvtTerminal(Closing):
                 deadline = min(now + self.timeout_s, cap)
         except _LinkDown as exc:
             conv.problem = str(exc)
+
+    def _accepted(self, name: str, t: float) -> None:
+        if self.on_accepted is not None:
+            try:
+                self.on_accepted(name, t)
+            except Exception:  # a listener's bug must not end the command
+                log.exception("on_accepted listener failed for %s", name)
 
     def _timeout_text(self, conv: _Conversation, capped: bool) -> str:
         if not conv.acked:
