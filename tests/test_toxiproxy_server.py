@@ -387,6 +387,7 @@ def test_proxy_index_is_sorted_map_and_show_404(api: Api) -> None:
 
 def test_update_with_patch_and_post(api: Api, upstream: Upstream, listen: str) -> None:
     sock = connect(listen)
+    round_trip(sock, b"x")  # accepted and linked: one still in the backlog would be reset
     response = api("PATCH", "/proxies/acq", json={"enabled": False, "name": "renamed"})
     assert response.status_code == 200
     assert response.json()["name"] == "acq" and response.json()["enabled"] is False
