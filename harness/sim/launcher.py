@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from harness.claims import try_claim
 from harness.json_http import call_json, get_status
 from harness.protocols import zvt
 from harness.rig import Address, Rig
@@ -198,17 +198,14 @@ class SimBench:
         journal and ECR line mid-run. The lock ends with this process, however it ends."""
         lock = self.state_dir.with_name(self.state_dir.name + ".lock")
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
+        fd = try_claim(lock)
+        if fd is None:
+            holder = lock.read_text(encoding="utf-8", errors="replace").strip() or "another process"
             raise BenchStartError(
                 f"{self.rig.path}: its simulated bench ({self.state_dir}) is in use by {holder}; "
                 "stop that run first, or run this one on a rig with its own [sim] state_dir and "
                 "ports (hil run --parallel derives one per worker)"
-            ) from None
+            )
         os.ftruncate(fd, 0)
         when = dt.datetime.now().isoformat(timespec="seconds")
         os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:120]}, since {when})".encode(), 0)

@@ -12,13 +12,13 @@ claims), and no two live processes ever hand out the same port.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import random
 import socket
 import tempfile
 import threading
 from pathlib import Path
+
+from harness.claims import try_claim
 
 BLOCK = 16
 LOWEST = 21000  # above every documented port of the shipped sim rig (the highest is 20007)
@@ -63,16 +63,12 @@ def _claim_block() -> range:
     for step in range(blocks):
         start = ports.start + ((first + step) % blocks) * BLOCK
         try:
-            fd = os.open(CLAIMS / f"{start}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            fd = try_claim(CLAIMS / f"{start}.lock", 0o666)
         except PermissionError:
             continue  # another user's claim file
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        _claims.append(fd)
-        return range(start, start + BLOCK)
+        if fd is not None:
+            _claims.append(fd)
+            return range(start, start + BLOCK)
     raise RuntimeError(
         f"every block of ports in {ports.start}-{ports.stop - 1} is claimed by a live process "
         f"(claims in {CLAIMS}): too many simulated rigs at once"
