@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Generic, TypeVar, cast
 
+from harness.protocols.iso8583 import REVERSAL_MTIS
 from harness.records import (
     EcrOutcome,
     Evidence,
@@ -31,7 +32,6 @@ from harness.records import (
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
-REVERSAL_MTIS = frozenset({"0400", "0401", "0420", "0421"})
 MAX_NOTES = 10  # conflicts listed one by one; the rest summarised in one line
 
 

@@ -22,9 +22,15 @@ from harness.bench import Bench
 from harness.drivers.interfaces import Card, Outcome, SaleResult
 from harness.faults import AppliedFault, Fault, MissingEquipment
 from harness.protocols.cards import with_luhn
+from harness.protocols.iso8583 import REVERSAL_MTIS
 from harness.records import Order
 from harness.rig import Rig
-from harness.timing import BenchEvent, Scheduled, sleep_until
+from harness.timing import BenchEvent, Expected, Scheduled, sleep_until
+
+
+def reversal_on_the_wire(event: BenchEvent) -> bool:
+    """A reversal (0400/0420, first or repeated) seen on its way to the host."""
+    return event.name == "host_request" and event.data.get("mti") in REVERSAL_MTIS
 
 
 def bench_card(rig: Rig, number: int = 1) -> Card:
@@ -235,14 +241,22 @@ class Scenario:
         terminal took a sale from now on. A receipt an earlier scenario left owed (a terminal
         prints those on its own schedule, maybe while this sale waits its turn) is not the one
         the scenario names, and a fault anchored on it would land before the sale began."""
-        taken = self.bench.events.expect(
-            "terminal_accepted", match=lambda e: str(e.data.get("command")).startswith("sale")
-        )
+        taken = self.expect_sale_taken()
 
         def ours(event: BenchEvent) -> bool:
             return taken.seen is not None and event.t >= taken.seen.t
 
         return self.after("receipt_first_byte", offset_ms, fault, match=ours)
+
+    def expect(self, event: str, match: Callable[[BenchEvent], bool] | None = None) -> Expected:
+        """The next matching bench event from now on; call before the act that causes it."""
+        return self.bench.events.expect(event, match)
+
+    def expect_sale_taken(self) -> Expected:
+        """The terminal's 80 00 00 to the next sale: it has begun working on it."""
+        return self.expect(
+            "terminal_accepted", lambda e: str(e.data.get("command")).startswith("sale")
+        )
 
     def wait_for(
         self,
@@ -252,7 +266,7 @@ class Scenario:
     ) -> BenchEvent:
         """Block until the bench observes the next matching event (e.g. a request on the wire):
         act on what the devices did, not on a guess of how long they take."""
-        return self.bench.events.expect(event, match).wait(timeout_s)
+        return self.expect(event, match).wait(timeout_s)
 
     def no_faults(self) -> None:
         """This scenario injects nothing on purpose (a baseline): passing proves something."""

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from harness.drivers.interfaces import Outcome
+from harness.protocols.iso8583 import REVERSAL_MTIS
 from harness.scenario import Scenario
 
 pytestmark = pytest.mark.needs("network", "host")
@@ -99,7 +100,7 @@ def test_flapping_link_keeps_reversal_before_the_next_sale(scenario: Scenario) -
     capture = scenario.bench.capture
     if capture is not None and capture.active:
         kinds = [(m.mti, m.stan) for m in capture.messages() if m.direction == "to_host"]
-        reversals = [i for i, (mti, _) in enumerate(kinds) if mti in ("0400", "0420")]
+        reversals = [i for i, (mti, _) in enumerate(kinds) if mti in REVERSAL_MTIS]
         sales = [i for i, (mti, _) in enumerate(kinds) if mti == "0200"]
         if reversals and len(sales) >= 2:
             assert min(reversals) < sales[1], f"a new sale left before the reversal: {kinds}"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import time
 
 import pytest
 
-from harness.drivers.interfaces import Outcome, Terminal
-from harness.scenario import Scenario
-from harness.timing import BenchEvent
+from harness.drivers.interfaces import Outcome
+from harness.scenario import Scenario, reversal_on_the_wire
 
 pytestmark = pytest.mark.needs("host")
 
@@ -43,11 +41,10 @@ def test_cancel_during_card_wait(scenario: Scenario) -> None:
     cards.remove()
     terminal = scenario.bench.terminal
     assert terminal is not None
+    taken = scenario.expect_sale_taken()
     join = scenario.sale_in_background()
-    deadline = time.monotonic() + 5
-    target: Terminal = getattr(terminal, "target", terminal)  # polled: not in the history
-    while not target.abort() and time.monotonic() < deadline:
-        time.sleep(0.02)  # abort() is refused until the sale is actually running
+    taken.wait(5)  # the terminal took the sale and now waits for a card
+    assert terminal.abort()
     result = join(10)
     cards.present(scenario.card)
     assert result.outcome is Outcome.NOT_PAID
@@ -58,10 +55,6 @@ def test_cancel_an_approved_sale(scenario: Scenario) -> None:
     scenario.no_faults()
     result = scenario.sale()
     assert scenario.cancel(result) is Outcome.PAID
-
-
-def _a_reversal(event: BenchEvent) -> bool:
-    return event.data.get("mti") in ("0400", "0420")  # 0420: a repeated reversal
 
 
 @pytest.mark.needs("network", "capture")
@@ -85,7 +78,7 @@ def test_end_of_day_with_a_reversal_still_queued(scenario: Scenario) -> None:
     # instant let the retry win the race now and then: the reversal arrived first, nothing to
     # find)
     with contextlib.suppress(TimeoutError):  # a terminal that never retries: the oracle judges
-        scenario.wait_for("host_request", match=_a_reversal, timeout_s=15)
+        scenario.wait_for("host_request", match=reversal_on_the_wire, timeout_s=15)
     scenario.heal(lost)
     scenario.heal(applied)
     with scenario.ecr_timeout(12):

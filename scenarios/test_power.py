@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.scenario import Scenario
+from harness.scenario import Scenario, reversal_on_the_wire
 
 pytestmark = pytest.mark.needs("power", "host")
 
@@ -100,7 +100,7 @@ def test_power_cut_during_the_reversal(scenario: Scenario, offset_ms: int) -> No
         "host_request",
         offset_ms,
         scenario.faults.power_cut("terminal"),
-        match=lambda e: e.data.get("mti") in ("0400", "0420"),
+        match=reversal_on_the_wire,
     )
     with scenario.ecr_timeout(8):
         scenario.sale()
